@@ -1,0 +1,428 @@
+//! Named data files: a local directory first, then the user cache, else a
+//! verified download from the file's public URL.
+//!
+//! Every file the notebooks read is listed once in [`FILES`] with its public
+//! URL and sha256. [`path`] resolves a name in this order:
+//!
+//! 1. `$LLM_DATA_DIR/<name>` — a local copy (the test suite points this at
+//!    `../shared/data`; point it anywhere to work offline);
+//! 2. `<cache>/<name>` where `<cache>` is `$LLM_RS_CACHE/data` (default
+//!    `~/.cache/llm-rs/data`) — a file downloaded earlier;
+//! 3. a download from the URL into the cache: written to a temporary file,
+//!    checked against the sha256, then renamed, so an interrupted download
+//!    never leaves a half-written file under the real name.
+//!
+//! ```no_run
+//! let verdict = llm_core::data::read_to_string("the-verdict.txt")?;
+//! assert_eq!(verdict.len(), 20479);
+//! # Ok::<(), llm_core::data::DataError>(())
+//! ```
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// One named data file and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFile {
+    /// The name (a relative path, also its place under the data dir and cache).
+    pub name: &'static str,
+    /// Public URL it is downloaded from.
+    pub url: &'static str,
+    /// Expected sha256 (hex) of the file's bytes.
+    pub sha256: &'static str,
+    /// Expected size in bytes.
+    pub bytes: u64,
+    /// Source and licence, in one line.
+    pub licence: &'static str,
+}
+
+/// Every data file the project uses. Sizes and hashes are those in
+/// `shared/data/SOURCES.md`.
+pub const FILES: &[DataFile] = &[
+    DataFile {
+        name: "the-verdict.txt",
+        url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt",
+        sha256: "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
+        bytes: 20479,
+        licence: "Edith Wharton, The Verdict (1908), public domain; via rasbt/LLMs-from-scratch",
+    },
+    DataFile {
+        name: "small-text-sample.txt",
+        url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch03/01_main-chapter-code/small-text-sample.txt",
+        sha256: "53097adce031851aed63c9eb44b1e74a5e8581ccaba118a97ce5ce6cc84b811b",
+        bytes: 1962,
+        licence: "rasbt/LLMs-from-scratch, Apache-2.0",
+    },
+    DataFile {
+        name: "tinyshakespeare.txt",
+        url: "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        sha256: "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+        bytes: 1115394,
+        licence: "Shakespeare, public domain; via karpathy/char-rnn (MIT)",
+    },
+    DataFile {
+        name: "gpt2/encoder.json",
+        url: "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        sha256: "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+        bytes: 1042301,
+        licence: "OpenAI GPT-2 release, Modified MIT",
+    },
+    DataFile {
+        name: "gpt2/vocab.bpe",
+        url: "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        sha256: "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+        bytes: 456318,
+        licence: "OpenAI GPT-2 release, Modified MIT",
+    },
+    DataFile {
+        name: "instruction-data.json",
+        url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
+        sha256: "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
+        bytes: 203524,
+        licence: "rasbt/LLMs-from-scratch, Apache-2.0",
+    },
+];
+
+/// Errors from resolving, reading or downloading a data file.
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("unknown data file {name:?}; known files: {known}")]
+    Unknown { name: String, known: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("download of {url} failed: {reason} (offline? put the file at {hint})")]
+    Download {
+        url: String,
+        reason: String,
+        hint: PathBuf,
+    },
+    #[error("{path}: sha256 {actual} does not match the expected {expected} (downloaded from {url}); the file was not kept")]
+    Checksum {
+        path: PathBuf,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataError + '_ {
+    move |source| DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Look a file up in [`FILES`] by name.
+pub fn find(name: &str) -> Result<&'static DataFile, DataError> {
+    FILES
+        .iter()
+        .find(|f| f.name == name)
+        .ok_or_else(|| DataError::Unknown {
+            name: name.to_string(),
+            known: FILES.iter().map(|f| f.name).collect::<Vec<_>>().join(", "),
+        })
+}
+
+/// Where files are looked up and downloaded to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataStore {
+    /// A local directory searched first (`LLM_DATA_DIR`).
+    pub local_dir: Option<PathBuf>,
+    /// Where downloads go.
+    pub cache_dir: PathBuf,
+    /// Print a line when downloading.
+    pub verbose: bool,
+}
+
+/// The default cache directory: `$LLM_RS_CACHE/data`, else
+/// `$XDG_CACHE_HOME/llm-rs/data`, else `~/.cache/llm-rs/data`.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(c) = std::env::var_os("LLM_RS_CACHE") {
+        return PathBuf::from(c).join("data");
+    }
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("llm-rs").join("data");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("llm-rs").join("data")
+}
+
+impl DataStore {
+    /// The store configured from the environment (`LLM_DATA_DIR`, `LLM_RS_CACHE`).
+    pub fn from_env() -> Self {
+        DataStore {
+            local_dir: std::env::var_os("LLM_DATA_DIR")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            cache_dir: default_cache_dir(),
+            verbose: true,
+        }
+    }
+
+    /// Resolve a file to a path on disk, downloading it if needed.
+    pub fn path(&self, file: &DataFile) -> Result<PathBuf, DataError> {
+        if let Some(dir) = &self.local_dir {
+            let p = dir.join(file.name);
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+        let cached = self.cache_dir.join(file.name);
+        if cached.is_file() {
+            return Ok(cached);
+        }
+        if self.verbose {
+            println!(
+                "downloading {} from {} ({} bytes)",
+                file.name, file.url, file.bytes
+            );
+        }
+        download(file.url, &cached, Some(file.sha256))?;
+        Ok(cached)
+    }
+}
+
+/// Resolve a named file (see the module docs for the search order).
+pub fn path(name: &str) -> Result<PathBuf, DataError> {
+    DataStore::from_env().path(find(name)?)
+}
+
+/// Read a named file as UTF-8 text.
+pub fn read_to_string(name: &str) -> Result<String, DataError> {
+    let p = path(name)?;
+    fs::read_to_string(&p).map_err(io_err(&p))
+}
+
+/// The sha256 of a file, as lowercase hex.
+pub fn sha256_file(path: &Path) -> Result<String, DataError> {
+    let mut f = fs::File::open(path).map_err(io_err(path))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf).map_err(io_err(path))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Download `url` to `dest`: into `dest.partial-<pid>` first, check the sha256
+/// when one is given, then rename into place. On any failure nothing is left
+/// at `dest` and the partial file is removed.
+pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), DataError> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let tmp = dest.with_extension(format!(
+        "{}partial-{}",
+        dest.extension()
+            .map(|e| format!("{}.", e.to_string_lossy()))
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let result = fetch_into(url, &tmp, dest).and_then(|actual| {
+        if let Some(expected) = sha256 {
+            if !actual.eq_ignore_ascii_case(expected) {
+                return Err(DataError::Checksum {
+                    path: dest.to_path_buf(),
+                    url: url.to_string(),
+                    expected: expected.to_string(),
+                    actual,
+                });
+            }
+        }
+        fs::rename(&tmp, dest).map_err(io_err(dest))
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Stream the body into `tmp`, returning its sha256.
+fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<String, DataError> {
+    let fail = |reason: String| DataError::Download {
+        url: url.to_string(),
+        reason,
+        hint: dest.to_path_buf(),
+    };
+    let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let total: Option<u64> = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let mut reader = response.into_body().into_reader();
+    let mut out = fs::File::create(tmp).map_err(io_err(tmp))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut done: u64 = 0;
+    let mut progress = (total.unwrap_or(0) > 50_000_000)
+        .then(|| crate::progress::Progress::new("download", total.unwrap_or(0) as usize));
+    loop {
+        let n = reader.read(&mut buf).map_err(|e| fail(e.to_string()))?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n]).map_err(io_err(tmp))?;
+        hasher.update(&buf[..n]);
+        done += n as u64;
+        if let Some(p) = progress.as_mut() {
+            p.set_position(done as usize);
+        }
+    }
+    out.sync_all().map_err(io_err(tmp))?;
+    if let Some(p) = progress.as_mut() {
+        p.finish();
+    }
+    if let Some(t) = total {
+        if t != done {
+            return Err(fail(format!("got {done} of {t} bytes")));
+        }
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+    use std::thread;
+
+    /// A one-shot HTTP server on 127.0.0.1 that answers every request with `body`.
+    fn serve(body: &'static [u8], requests: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        thread::spawn(move || {
+            for stream in listener.incoming().take(requests) {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+                    line.clear();
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                stream.write_all(head.as_bytes()).unwrap();
+                stream.write_all(body).unwrap();
+            }
+        });
+        format!("http://{addr}/file.txt")
+    }
+
+    const BODY: &[u8] = b"I HAD always thought Jack Gisburn rather a cheap genius";
+
+    fn sha(b: &[u8]) -> String {
+        hex(&Sha256::digest(b))
+    }
+
+    #[test]
+    fn download_verifies_and_renames() {
+        let url = serve(BODY, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("sub/file.txt");
+        download(&url, &dest, Some(&sha(BODY))).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), BODY);
+        // nothing else left behind
+        assert_eq!(fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn bad_checksum_keeps_nothing() {
+        let url = serve(BODY, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("file.txt");
+        let err = download(&url, &dest, Some(&"0".repeat(64))).unwrap_err();
+        assert!(matches!(err, DataError::Checksum { .. }), "{err}");
+        assert!(err.to_string().contains("file.txt"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn unreachable_server_is_a_clear_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener); // nothing listens there now
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("x.txt");
+        let err = download(&format!("http://{addr}/x.txt"), &dest, None).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("download of http://127.0.0.1") && msg.contains("x.txt"),
+            "{msg}"
+        );
+        assert!(!dest.exists());
+    }
+
+    #[test]
+    fn store_prefers_local_then_cache_then_download() {
+        let url: &'static str = Box::leak(serve(BODY, 1).into_boxed_str());
+        let file = DataFile {
+            name: "nested/file.txt",
+            url,
+            sha256: Box::leak(sha(BODY).into_boxed_str()),
+            bytes: BODY.len() as u64,
+            licence: "test",
+        };
+        let local = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let store = DataStore {
+            local_dir: Some(local.path().to_path_buf()),
+            cache_dir: cache.path().to_path_buf(),
+            verbose: false,
+        };
+        // 1. not local, not cached: downloaded into the cache
+        let p = store.path(&file).unwrap();
+        assert_eq!(p, cache.path().join("nested/file.txt"));
+        // 2. cached: no second request (the server only answers one)
+        assert_eq!(store.path(&file).unwrap(), p);
+        // 3. a local copy wins
+        fs::create_dir_all(local.path().join("nested")).unwrap();
+        fs::write(local.path().join("nested/file.txt"), b"local").unwrap();
+        assert_eq!(
+            store.path(&file).unwrap(),
+            local.path().join("nested/file.txt")
+        );
+    }
+
+    #[test]
+    fn unknown_name_lists_known_files() {
+        let err = find("the-verdikt.txt").unwrap_err().to_string();
+        assert!(
+            err.contains("the-verdikt.txt") && err.contains("the-verdict.txt"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn table_matches_shared_data_when_present() {
+        let Some(dir) = std::env::var_os("LLM_DATA_DIR").map(PathBuf::from) else {
+            return;
+        };
+        for f in FILES {
+            let p = dir.join(f.name);
+            if p.is_file() {
+                assert_eq!(fs::metadata(&p).unwrap().len(), f.bytes, "{}", f.name);
+                assert_eq!(sha256_file(&p).unwrap(), f.sha256, "{}", f.name);
+            }
+        }
+    }
+}

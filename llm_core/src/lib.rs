@@ -1,0 +1,49 @@
+//! # llm_core
+//!
+//! The library behind the notebooks of *llm-from-scratch-rs*, the Rust companion
+//! to "Build a Large Language Model (From Scratch)" (S. Raschka). Each module
+//! holds one concept of the book, under the book's names, on libtorch through
+//! [`tch`].
+//!
+//! A notebook's first cell is the single line
+//!
+//! ```text
+//! :dep llm_core = { path = "../llm_core" }
+//! ```
+//!
+//! and everything else a notebook needs is re-exported from here: [`tch`],
+//! [`plotters`], [`serde_json`] and [`tokenizers`].
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`settings`] | a notebook's tunable settings, overridable from the environment |
+//! | [`data`] | named data files: a local directory, the cache, or a verified download |
+//! | [`init`] | layers initialised exactly as PyTorch's defaults (so seeded runs match the book) |
+//! | [`loader`] | mini-batch index order drawn from libtorch's RNG as PyTorch's `DataLoader` does |
+//! | [`checkpoint`] | crash-safe (write, then rename) safetensors files |
+//! | [`plot`] | line charts as SVG, inline in Jupyter or saved to a file |
+//! | [`progress`] | an in-place progress line for long loops |
+
+pub use plotters;
+pub use serde_json;
+pub use tch;
+pub use tokenizers;
+
+pub mod checkpoint;
+pub mod data;
+pub mod display;
+pub mod init;
+pub mod loader;
+pub mod plot;
+pub mod progress;
+pub mod settings;
+
+pub use settings::Settings;
+
+/// Tests that seed libtorch's global generator must not interleave: take this
+/// lock first (cargo runs tests on several threads).
+#[cfg(test)]
+pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,342 @@
+//! Mini-batch order drawn exactly as PyTorch's `DataLoader` draws it.
+//!
+//! The book seeds with `torch.manual_seed(123)` and then iterates
+//! `DataLoader(..., shuffle=True)`. To see the same batches, and to leave
+//! libtorch's global generator in the same state (dropout and sampling later
+//! depend on it), every epoch here makes the same draws in the same order as
+//! PyTorch 2.13's single-process `DataLoader` with a `RandomSampler`
+//! (`torch/utils/data/dataloader.py` and `sampler.py`):
+//!
+//! 1. creating the epoch's iterator draws a "base seed":
+//!    `torch.empty((), dtype=torch.int64).random_()` on the global generator.
+//!    This happens for **every** loader, shuffled or not — so even evaluating
+//!    on a validation loader advances the global generator;
+//! 2. with `shuffle`, the sampler draws a second such number, seeds a fresh
+//!    CPU generator (a Mersenne Twister) with it, and takes
+//!    `torch.randperm(n, generator=...)` from that generator.
+//!
+//! Step 1 and the seed in step 2 use libtorch itself; the `randperm` on the
+//! private generator is reproduced here ([`randperm`]) because tch does not
+//! expose generators. A test checks it against libtorch's `randperm` on the
+//! global generator after `manual_seed`.
+//!
+//! ```
+//! use llm_core::loader::BatchSampler;
+//!
+//! tch::manual_seed(123);
+//! let sampler = BatchSampler::new(5, 2).shuffle(true).drop_last(true);
+//! let batches = sampler.epoch(); // two batches of two indices; one left over is dropped
+//! assert_eq!(batches.len(), 2);
+//! assert!(batches.iter().all(|b| b.len() == 2));
+//! ```
+
+use tch::{Device, Kind, Tensor};
+
+/// The 32-bit Mersenne Twister (MT19937) as PyTorch's `CPUGeneratorImpl`
+/// uses it: seeded from the low 32 bits of a 64-bit seed.
+#[derive(Clone)]
+pub struct Mt19937 {
+    state: [u32; 624],
+    index: usize,
+}
+
+impl Mt19937 {
+    /// A generator as `torch.Generator().manual_seed(seed)` makes it.
+    pub fn new(seed: u64) -> Self {
+        let mut state = [0u32; 624];
+        state[0] = (seed & 0xffff_ffff) as u32;
+        for j in 1..624 {
+            let prev = state[j - 1];
+            state[j] = 1_812_433_253u32
+                .wrapping_mul(prev ^ (prev >> 30))
+                .wrapping_add(j as u32);
+        }
+        Mt19937 { state, index: 624 }
+    }
+
+    fn twist(&mut self) {
+        const UPPER: u32 = 0x8000_0000;
+        const LOWER: u32 = 0x7fff_ffff;
+        const MATRIX_A: u32 = 0x9908_b0df;
+        for i in 0..624 {
+            let y = (self.state[i] & UPPER) | (self.state[(i + 1) % 624] & LOWER);
+            let mut next = self.state[(i + 397) % 624] ^ (y >> 1);
+            if y & 1 != 0 {
+                next ^= MATRIX_A;
+            }
+            self.state[i] = next;
+        }
+        self.index = 0;
+    }
+
+    /// The next 32-bit output.
+    pub fn next_u32(&mut self) -> u32 {
+        if self.index >= 624 {
+            self.twist();
+        }
+        let mut y = self.state[self.index];
+        self.index += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^= y >> 18;
+        y
+    }
+
+    /// The next 64-bit output (two 32-bit draws, high word first), as
+    /// `CPUGeneratorImpl::random64`.
+    pub fn next_u64(&mut self) -> u64 {
+        let hi = self.next_u32() as u64;
+        let lo = self.next_u32() as u64;
+        (hi << 32) | lo
+    }
+}
+
+/// `torch.randperm(n, generator=torch.Generator().manual_seed(seed))` on the CPU.
+pub fn randperm(n: usize, seed: u64) -> Vec<usize> {
+    let mut gen = Mt19937::new(seed);
+    if (n as u64) < (u32::MAX as u64) / 20 {
+        // libtorch's small-n path: a Fisher-Yates shuffle with 32-bit draws
+        let mut r: Vec<usize> = (0..n).collect();
+        for i in 0..n.saturating_sub(1) {
+            let z = (gen.next_u32() as u64 % (n - i) as u64) as usize;
+            r.swap(i, i + z);
+        }
+        r
+    } else {
+        // the "inside-out" variant with 64-bit draws for huge n
+        let mut r = vec![0usize; n];
+        for i in 0..n {
+            let z = (gen.next_u64() % (i as u64 + 1)) as usize;
+            r[i] = r[z];
+            r[z] = i;
+        }
+        r
+    }
+}
+
+/// One draw of `torch.empty((), dtype=torch.int64).random_()` from libtorch's
+/// global generator (how `DataLoader` and `RandomSampler` draw their seeds).
+pub fn draw_seed() -> i64 {
+    Tensor::empty([], (Kind::Int64, Device::Cpu))
+        .random_()
+        .int64_value(&[])
+}
+
+/// The indices of each mini-batch of an epoch, drawn as PyTorch's
+/// `DataLoader(dataset, batch_size, shuffle, drop_last)` draws them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSampler {
+    /// Number of examples in the data set.
+    pub len: usize,
+    /// Examples per batch.
+    pub batch_size: usize,
+    /// Reshuffle at the start of every epoch.
+    pub shuffle: bool,
+    /// Drop the last batch when it is smaller than `batch_size`.
+    pub drop_last: bool,
+}
+
+impl BatchSampler {
+    /// Batches in order, keeping a smaller last batch (PyTorch's defaults).
+    pub fn new(len: usize, batch_size: usize) -> Self {
+        BatchSampler {
+            len,
+            batch_size: batch_size.max(1),
+            shuffle: false,
+            drop_last: false,
+        }
+    }
+
+    /// Set `shuffle`.
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.shuffle = shuffle;
+        self
+    }
+
+    /// Set `drop_last`.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.drop_last = drop_last;
+        self
+    }
+
+    /// Number of batches per epoch (`len(loader)` in PyTorch).
+    pub fn num_batches(&self) -> usize {
+        if self.drop_last {
+            self.len / self.batch_size
+        } else {
+            self.len.div_ceil(self.batch_size)
+        }
+    }
+
+    /// Start an epoch: make the global-generator draws PyTorch makes when a
+    /// `for batch in loader` loop starts, and return every batch's indices.
+    pub fn epoch(&self) -> Vec<Vec<usize>> {
+        let _base_seed = draw_seed();
+        let order: Vec<usize> = if self.shuffle {
+            let seed = draw_seed();
+            randperm(self.len, seed as u64)
+        } else {
+            (0..self.len).collect()
+        };
+        let mut batches: Vec<Vec<usize>> = order
+            .chunks(self.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect();
+        if self.drop_last && batches.last().is_some_and(|b| b.len() < self.batch_size) {
+            batches.pop();
+        }
+        batches
+    }
+}
+
+/// A loader over in-memory tensors: `inputs[i]` and `targets[i]` are example
+/// `i`. Each call to [`TensorLoader::epoch`] draws like one `for` loop over a
+/// PyTorch `DataLoader` of a `TensorDataset`.
+#[derive(Debug)]
+pub struct TensorLoader {
+    pub inputs: Tensor,
+    pub targets: Tensor,
+    pub sampler: BatchSampler,
+}
+
+impl TensorLoader {
+    /// A loader; `inputs` and `targets` must have the same first dimension.
+    ///
+    /// # Panics
+    /// If the first dimensions differ (the message gives both shapes).
+    pub fn new(inputs: Tensor, targets: Tensor, batch_size: usize) -> Self {
+        let (n, m) = (inputs.size()[0], targets.size()[0]);
+        assert_eq!(
+            n,
+            m,
+            "inputs {:?} and targets {:?} must have the same number of examples",
+            inputs.size(),
+            targets.size()
+        );
+        TensorLoader {
+            inputs,
+            targets,
+            sampler: BatchSampler::new(n as usize, batch_size),
+        }
+    }
+
+    /// Set `shuffle`.
+    pub fn shuffle(mut self, shuffle: bool) -> Self {
+        self.sampler.shuffle = shuffle;
+        self
+    }
+
+    /// Set `drop_last`.
+    pub fn drop_last(mut self, drop_last: bool) -> Self {
+        self.sampler.drop_last = drop_last;
+        self
+    }
+
+    /// Number of batches per epoch.
+    pub fn len(&self) -> usize {
+        self.sampler.num_batches()
+    }
+
+    /// True when an epoch has no batches.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One epoch's `(inputs, targets)` batches.
+    pub fn epoch(&self) -> Vec<(Tensor, Tensor)> {
+        self.sampler
+            .epoch()
+            .into_iter()
+            .map(|idx| {
+                let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+                let idx = Tensor::from_slice(&idx).to_device(self.inputs.device());
+                (
+                    self.inputs.index_select(0, &idx),
+                    self.targets
+                        .index_select(0, &idx.to_device(self.targets.device())),
+                )
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mt19937_matches_the_reference_sequence() {
+        // std::mt19937 seeded with 5489 (the C++ default): the 10000th output is 4123659995
+        let mut g = Mt19937::new(5489);
+        let mut last = 0;
+        for _ in 0..10000 {
+            last = g.next_u32();
+        }
+        assert_eq!(last, 4_123_659_995);
+    }
+
+    #[test]
+    fn randperm_matches_libtorch() {
+        let _rng = crate::rng_lock();
+        for (seed, n) in [(0u64, 1usize), (123, 5), (42, 10), (2024, 97), (7, 1000)] {
+            tch::manual_seed(seed as i64);
+            let expected: Vec<i64> =
+                Vec::try_from(Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu))).unwrap();
+            let ours: Vec<i64> = randperm(n, seed).into_iter().map(|i| i as i64).collect();
+            assert_eq!(ours, expected, "seed {seed}, n {n}");
+        }
+    }
+
+    #[test]
+    fn same_seed_same_batches_and_generator_state() {
+        let _rng = crate::rng_lock();
+        let s = BatchSampler::new(10, 3).shuffle(true);
+        tch::manual_seed(123);
+        let a = (s.epoch(), s.epoch());
+        let after_a = draw_seed();
+        tch::manual_seed(123);
+        let b = (s.epoch(), s.epoch());
+        let after_b = draw_seed();
+        assert_eq!(a, b);
+        assert_eq!(after_a, after_b);
+        assert_ne!(a.0, a.1, "each epoch reshuffles");
+        let mut all: Vec<usize> = a.0.concat();
+        all.sort();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_eq!(a.0.iter().map(Vec::len).collect::<Vec<_>>(), [3, 3, 3, 1]);
+    }
+
+    #[test]
+    fn every_epoch_draws_from_the_global_generator() {
+        let _rng = crate::rng_lock();
+        // an unshuffled loader still consumes one draw per epoch, as in PyTorch
+        tch::manual_seed(1);
+        let _ = draw_seed();
+        let expected = draw_seed();
+        tch::manual_seed(1);
+        let batches = BatchSampler::new(4, 2).epoch();
+        assert_eq!(batches, vec![vec![0, 1], vec![2, 3]]);
+        assert_eq!(draw_seed(), expected);
+        // a shuffled one consumes two
+        tch::manual_seed(1);
+        let _ = (draw_seed(), draw_seed());
+        let expected = draw_seed();
+        tch::manual_seed(1);
+        let _ = BatchSampler::new(4, 2).shuffle(true).epoch();
+        assert_eq!(draw_seed(), expected);
+    }
+
+    #[test]
+    fn drop_last_and_tensor_batches() {
+        let _rng = crate::rng_lock();
+        let x = Tensor::arange(10, (Kind::Float, Device::Cpu)).view([5, 2]);
+        let y = Tensor::from_slice(&[0i64, 0, 0, 1, 1]);
+        let loader = TensorLoader::new(x, y, 2).drop_last(true);
+        assert_eq!(loader.len(), 2);
+        let batches = loader.epoch();
+        assert_eq!(batches.len(), 2);
+        assert_eq!(batches[1].0.size(), [2, 2]);
+        assert_eq!(Vec::<i64>::try_from(&batches[1].1).unwrap(), [0, 1]);
+    }
+}

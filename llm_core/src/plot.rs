@@ -1,0 +1,500 @@
+//! Line charts as SVG (plotters' SVG backend: no font library needed), shown
+//! inline in Jupyter and savable to a file.
+//!
+//! ```
+//! use llm_core::plot::LineChart;
+//!
+//! let epochs = [0.0, 1.0, 2.0, 3.0];
+//! let chart = LineChart::new("Training loss")
+//!     .x_label("Epochs")
+//!     .y_label("Loss")
+//!     .line("train", &epochs, &[2.0, 1.2, 0.8, 0.6])
+//!     .dashed("validation", &epochs, &[2.1, 1.5, 1.3, 1.3]);
+//! let svg = chart.to_svg()?;
+//! assert!(svg.contains("Training loss") && svg.contains("validation"));
+//! // chart.save("output/loss.svg")?;   // in a notebook, the chart itself is the cell's output
+//! # Ok::<(), llm_core::plot::PlotError>(())
+//! ```
+//!
+//! [`loss_plot`] draws the book's loss plot: epochs on the bottom axis,
+//! tokens seen on a top axis, training and validation curves.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+/// Errors from drawing or saving a chart.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    #[error("plot {title:?}: {message}")]
+    Draw { title: String, message: String },
+    #[error("plot {title:?}: series {series:?} has {xs} x values but {ys} y values")]
+    Length {
+        title: String,
+        series: String,
+        xs: usize,
+        ys: usize,
+    },
+    #[error(transparent)]
+    Save(#[from] crate::checkpoint::CheckpointError),
+}
+
+/// How a series is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Style {
+    /// A solid line.
+    Solid,
+    /// A dashed line.
+    Dashed,
+    /// Markers only.
+    Points,
+    /// A solid line with markers.
+    LinePoints,
+}
+
+/// One series of a chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub label: String,
+    pub xs: Vec<f64>,
+    pub ys: Vec<f64>,
+    pub style: Style,
+}
+
+/// A secondary x axis drawn on top, linearly aligned with the bottom one:
+/// bottom value `from.0` sits under top value `to.0`, `from.1` under `to.1`.
+#[derive(Debug, Clone)]
+pub struct TopAxis {
+    pub label: String,
+    pub from: (f64, f64),
+    pub to: (f64, f64),
+}
+
+/// The palette (matplotlib's first colours, which readers of the book know).
+pub const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+/// A line chart with a title, labelled axes and a legend.
+#[derive(Debug, Clone)]
+pub struct LineChart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+    pub size: (u32, u32),
+    pub top_axis: Option<TopAxis>,
+    pub x_range: Option<(f64, f64)>,
+    pub y_range: Option<(f64, f64)>,
+}
+
+impl LineChart {
+    /// An empty chart with this title (600×400 pixels).
+    pub fn new(title: &str) -> Self {
+        LineChart {
+            title: title.to_string(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: Vec::new(),
+            size: (600, 400),
+            top_axis: None,
+            x_range: None,
+            y_range: None,
+        }
+    }
+
+    /// Label of the bottom axis.
+    pub fn x_label(mut self, label: &str) -> Self {
+        self.x_label = label.to_string();
+        self
+    }
+
+    /// Label of the left axis.
+    pub fn y_label(mut self, label: &str) -> Self {
+        self.y_label = label.to_string();
+        self
+    }
+
+    /// Size in pixels.
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.size = (width, height);
+        self
+    }
+
+    /// Fix the bottom axis range (default: the data's).
+    pub fn x_range(mut self, lo: f64, hi: f64) -> Self {
+        self.x_range = Some((lo, hi));
+        self
+    }
+
+    /// Fix the left axis range (default: the data's, with a margin).
+    pub fn y_range(mut self, lo: f64, hi: f64) -> Self {
+        self.y_range = Some((lo, hi));
+        self
+    }
+
+    /// Add a series drawn in the given style.
+    pub fn series(mut self, label: &str, xs: &[f64], ys: &[f64], style: Style) -> Self {
+        self.series.push(Series {
+            label: label.to_string(),
+            xs: xs.to_vec(),
+            ys: ys.to_vec(),
+            style,
+        });
+        self
+    }
+
+    /// Add a solid line.
+    pub fn line(self, label: &str, xs: &[f64], ys: &[f64]) -> Self {
+        self.series(label, xs, ys, Style::Solid)
+    }
+
+    /// Add a dashed line.
+    pub fn dashed(self, label: &str, xs: &[f64], ys: &[f64]) -> Self {
+        self.series(label, xs, ys, Style::Dashed)
+    }
+
+    /// Add markers without a line.
+    pub fn points(self, label: &str, xs: &[f64], ys: &[f64]) -> Self {
+        self.series(label, xs, ys, Style::Points)
+    }
+
+    /// Add a top axis aligned linearly with the bottom one (e.g. tokens seen over epochs).
+    pub fn top_axis(mut self, label: &str, bottom: (f64, f64), top: (f64, f64)) -> Self {
+        self.top_axis = Some(TopAxis {
+            label: label.to_string(),
+            from: bottom,
+            to: top,
+        });
+        self
+    }
+
+    fn draw_err<E: std::fmt::Debug>(&self) -> impl Fn(E) -> PlotError + '_ {
+        move |e| PlotError::Draw {
+            title: self.title.clone(),
+            message: format!("{e:?}"),
+        }
+    }
+
+    fn ranges(&self) -> ((f64, f64), (f64, f64)) {
+        let all_x = self.series.iter().flat_map(|s| s.xs.iter().copied());
+        let all_y = self.series.iter().flat_map(|s| s.ys.iter().copied());
+        let (x0, x1) = self.x_range.unwrap_or_else(|| pad(min_max(all_x), 0.0));
+        let (y0, y1) = self.y_range.unwrap_or_else(|| pad(min_max(all_y), 0.05));
+        ((x0, x1), (y0, y1))
+    }
+
+    /// Render to an SVG document.
+    pub fn to_svg(&self) -> Result<String, PlotError> {
+        for s in &self.series {
+            if s.xs.len() != s.ys.len() {
+                return Err(PlotError::Length {
+                    title: self.title.clone(),
+                    series: s.label.clone(),
+                    xs: s.xs.len(),
+                    ys: s.ys.len(),
+                });
+            }
+        }
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, self.size).into_drawing_area();
+            self.draw_on(&root)?;
+            root.present().map_err(self.draw_err())?;
+        }
+        Ok(svg)
+    }
+
+    fn draw_on(&self, root: &DrawingArea<SVGBackend<'_>, Shift>) -> Result<(), PlotError> {
+        let err = self.draw_err();
+        root.fill(&WHITE).map_err(&err)?;
+        let ((x0, x1), (y0, y1)) = self.ranges();
+        let mut builder = ChartBuilder::on(root);
+        builder
+            .caption(&self.title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(65);
+        if self.top_axis.is_some() {
+            builder.top_x_label_area_size(45);
+        }
+        let chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(&err)?;
+        if let Some(top) = &self.top_axis {
+            // map the bottom range onto the top axis' values
+            let scale = |x: f64| {
+                let (a, b) = top.from;
+                let (c, d) = top.to;
+                if (b - a).abs() < f64::EPSILON {
+                    c
+                } else {
+                    c + (x - a) * (d - c) / (b - a)
+                }
+            };
+            // the secondary coordinates take over the top label area, so set
+            // them up before the primary mesh is drawn (else it labels both)
+            let mut chart = chart.set_secondary_coord(scale(x0)..scale(x1), y0..y1);
+            self.draw_mesh(&mut chart)?;
+            chart
+                .configure_secondary_axes()
+                .x_desc(&top.label)
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 15))
+                .x_label_formatter(&|v| format_tick(*v))
+                .draw()
+                .map_err(&err)?;
+            self.draw_series(&mut chart)?;
+        } else {
+            let mut chart = chart;
+            self.draw_mesh(&mut chart)?;
+            self.draw_series(&mut chart)?;
+        }
+        Ok(())
+    }
+
+    fn draw_mesh<'a, DB>(
+        &self,
+        chart: &mut ChartContext<
+            'a,
+            DB,
+            Cartesian2d<
+                plotters::coord::types::RangedCoordf64,
+                plotters::coord::types::RangedCoordf64,
+            >,
+        >,
+    ) -> Result<(), PlotError>
+    where
+        DB: DrawingBackend + 'a,
+    {
+        chart
+            .configure_mesh()
+            .x_desc(&self.x_label)
+            .y_desc(&self.y_label)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 15))
+            .light_line_style(RGBColor(242, 242, 242))
+            .draw()
+            .map_err(self.draw_err())
+    }
+
+    fn draw_series<'a, DB, CT>(&self, chart: &mut ChartContext<'a, DB, CT>) -> Result<(), PlotError>
+    where
+        DB: DrawingBackend + 'a,
+        CT: CoordTranslate<From = (f64, f64)>,
+    {
+        let err = self.draw_err();
+        for (i, s) in self.series.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let pts: Vec<(f64, f64)> = s.xs.iter().copied().zip(s.ys.iter().copied()).collect();
+            let stroke = color.stroke_width(2);
+            let legend_style = s.style;
+            let anno = match s.style {
+                Style::Solid | Style::LinePoints => chart
+                    .draw_series(LineSeries::new(pts.clone(), stroke))
+                    .map_err(&err)?,
+                Style::Dashed => chart
+                    .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, stroke))
+                    .map_err(&err)?,
+                Style::Points => chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(&err)?,
+            };
+            anno.label(&s.label).legend(move |(x, y)| {
+                let style = if legend_style == Style::Points {
+                    color.filled()
+                } else {
+                    color.stroke_width(2)
+                };
+                PathElement::new(vec![(x, y), (x + 20, y)], style)
+            });
+            if s.style == Style::LinePoints {
+                chart
+                    .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(&err)?;
+            }
+        }
+        if self.series.iter().any(|s| !s.label.is_empty()) {
+            chart
+                .configure_series_labels()
+                .label_font(("sans-serif", 13))
+                .background_style(WHITE.mix(0.85))
+                .border_style(RGBColor(200, 200, 200))
+                .position(SeriesLabelPosition::UpperRight)
+                .draw()
+                .map_err(&err)?;
+        }
+        Ok(())
+    }
+
+    /// Save as an SVG file (written atomically; parent directories created).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
+        let svg = self.to_svg()?;
+        crate::checkpoint::write_bytes(path, svg.as_bytes())?;
+        Ok(())
+    }
+
+    /// Rich display in the evcxr Jupyter kernel: the chart, inline.
+    pub fn evcxr_display(&self) {
+        match self.to_svg() {
+            Ok(svg) => crate::display::emit("image/svg+xml", &svg),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
+/// The book's loss plot: training and validation loss over epochs (bottom
+/// axis), with the number of tokens seen on a top axis.
+///
+/// `epochs_seen`, `tokens_seen`, `train_losses` and `val_losses` are the
+/// evaluation points of a training run (all the same length).
+pub fn loss_plot(
+    epochs_seen: &[f64],
+    tokens_seen: &[f64],
+    train_losses: &[f64],
+    val_losses: &[f64],
+) -> LineChart {
+    let mut chart = LineChart::new("Training and validation loss")
+        .x_label("Epochs")
+        .y_label("Loss")
+        .line("Training loss", epochs_seen, train_losses)
+        .dashed("Validation loss", epochs_seen, val_losses);
+    if let (Some(&e0), Some(&e1), Some(&t0), Some(&t1)) = (
+        epochs_seen.first(),
+        epochs_seen.last(),
+        tokens_seen.first(),
+        tokens_seen.last(),
+    ) {
+        chart = chart.top_axis("Tokens seen", (e0, e1), (t0, t1));
+    }
+    chart
+}
+
+fn min_max(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let mut lo = f64::INFINITY;
+    let mut hi = f64::NEG_INFINITY;
+    for v in values.filter(|v| v.is_finite()) {
+        lo = lo.min(v);
+        hi = hi.max(v);
+    }
+    if lo > hi {
+        (0.0, 1.0)
+    } else {
+        (lo, hi)
+    }
+}
+
+fn pad((lo, hi): (f64, f64), frac: f64) -> (f64, f64) {
+    let span = hi - lo;
+    if span <= f64::EPSILON * lo.abs().max(1.0) {
+        (lo - 0.5, hi + 0.5)
+    } else {
+        (lo - frac * span, hi + frac * span)
+    }
+}
+
+/// Tick labels for large counts: 1200 → "1.2k", 3500000 → "3.5M".
+pub fn format_tick(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1e6 {
+        format!("{}M", trim(v / 1e6))
+    } else if a >= 1e3 {
+        format!("{}k", trim(v / 1e3))
+    } else {
+        trim(v)
+    }
+}
+
+fn trim(v: f64) -> String {
+    let s = format!("{v:.1}");
+    s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn svg_has_title_axes_legend_and_lines() {
+        let svg = LineChart::new("Loss <demo>")
+            .x_label("Epochs")
+            .y_label("Loss")
+            .line("train", &[0.0, 1.0, 2.0], &[3.0, 2.0, 1.0])
+            .dashed("val", &[0.0, 1.0, 2.0], &[3.5, 2.5, 2.0])
+            .to_svg()
+            .unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..80]);
+        for text in ["Loss &lt;demo&gt;", "Epochs", "Loss", "train", "val"] {
+            assert!(
+                svg.contains(&format!(">\n{text}\n</text>")),
+                "missing {text}"
+            );
+        }
+        assert!(svg.contains("<polyline"), "no line drawn");
+        assert!(
+            svg.contains("stroke-dasharray")
+                || svg.matches("<polyline").count() > 3
+                || svg.contains("<line")
+        );
+    }
+
+    #[test]
+    fn loss_plot_has_tokens_seen_axis() {
+        let svg = loss_plot(
+            &[0.0, 5.0, 10.0],
+            &[0.0, 23040.0, 46080.0],
+            &[9.0, 3.0, 0.5],
+            &[9.1, 6.0, 6.5],
+        )
+        .to_svg()
+        .unwrap();
+        for text in [
+            "Tokens seen",
+            "Epochs",
+            "Training loss",
+            "Validation loss",
+            "20k",
+        ] {
+            assert!(
+                svg.contains(&format!(">\n{text}\n</text>")),
+                "missing {text}"
+            );
+        }
+        assert_eq!(
+            svg.matches(">\nEpochs\n</text>").count(),
+            1,
+            "epochs labelled once"
+        );
+    }
+
+    #[test]
+    fn mismatched_series_is_an_error_naming_it() {
+        let err = LineChart::new("t")
+            .line("s1", &[1.0, 2.0], &[1.0])
+            .to_svg()
+            .unwrap_err();
+        assert!(err.to_string().contains("s1") && err.to_string().contains("2 x values"));
+    }
+
+    #[test]
+    fn save_writes_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out/plot.svg");
+        LineChart::new("t")
+            .line("a", &[0.0, 1.0], &[0.0, 1.0])
+            .save(&p)
+            .unwrap();
+        assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+    }
+
+    #[test]
+    fn ticks() {
+        assert_eq!(format_tick(1200.0), "1.2k");
+        assert_eq!(format_tick(3_000_000.0), "3M");
+        assert_eq!(format_tick(0.5), "0.5");
+    }
+}

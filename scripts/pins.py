@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Read the Python pins from environment.yml (no PyYAML needed).
+
+    python3 scripts/pins.py            # every pip pin, one `name==version` a line
+    python3 scripts/pins.py python     # the python version (e.g. 3.11)
+    python3 scripts/pins.py get torch  # one pin's version
+
+environment.yml is the one list of Python pins: the set-up script installs exactly
+what this prints, so conda users and pip users get the same versions.
+"""
+import pathlib
+import re
+import sys
+
+ENV_FILE = pathlib.Path(__file__).resolve().parent.parent / "environment.yml"
+
+
+def read(path=ENV_FILE):
+    python = None
+    pins = []
+    in_pip = False
+    pip_indent = None
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.split("#", 1)[0].rstrip()
+        if not line.strip():
+            continue
+        indent = len(line) - len(line.lstrip())
+        item = line.strip()
+        if in_pip and indent <= pip_indent:
+            in_pip = False
+        if item == "- pip:":
+            in_pip, pip_indent = True, indent
+            continue
+        if in_pip:
+            m = re.fullmatch(r"-\s+([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", item)
+            if not m:
+                sys.exit(f"{path}:{lineno}: pip entries must be pinned as `- name==version`, got {item!r}")
+            pins.append((m.group(1), m.group(2)))
+            continue
+        m = re.fullmatch(r"-\s+python=([0-9.]+)", item)
+        if m:
+            python = m.group(1)
+    if python is None:
+        sys.exit(f"{path}: no `- python=X.Y` dependency")
+    return python, pins
+
+
+def main(argv):
+    python, pins = read()
+    if argv[1:] == ["python"]:
+        print(python)
+    elif len(argv) == 3 and argv[1] == "get":
+        for name, version in pins:
+            if name.lower() == argv[2].lower():
+                print(version)
+                return
+        sys.exit(f"{ENV_FILE}: no pin for {argv[2]}")
+    elif len(argv) == 1:
+        for name, version in pins:
+            print(f"{name}=={version}")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
