@@ -70,6 +70,10 @@ fi
 
 # --- 3. the project's kernelspec, inside the venv ---------------------------
 spec_dir="$LLM_RS_VENV/share/jupyter/kernels/$KERNEL_NAME"
+# evcxr links each cell against the toolchain's libstd-*.so. The relative rpath
+# cargo writes into those libraries breaks for build dirs deep under $HOME, so
+# the kernel finds libstd (and libtorch) through LD_LIBRARY_PATH instead.
+rust_libdir="$(rustc --print target-libdir)"
 mkdir -p "$spec_dir"
 "$LLM_RS_VENV/bin/python" - "$spec_dir/kernel.json" <<PY
 import json, sys
@@ -80,7 +84,7 @@ spec = {
     "interrupt_mode": "message",
     "env": {
         "LIBTORCH": "$LIBTORCH",
-        "LD_LIBRARY_PATH": "$LIBTORCH/lib",
+        "LD_LIBRARY_PATH": "$LIBTORCH/lib:$rust_libdir",
         "LLM_RS_CACHE": "$LLM_RS_CACHE",
         "EVCXR_JUPYTER": "$EVCXR_JUPYTER",
     },

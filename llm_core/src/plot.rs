@@ -92,6 +92,8 @@ pub struct LineChart {
     pub top_axis: Option<TopAxis>,
     pub x_range: Option<(f64, f64)>,
     pub y_range: Option<(f64, f64)>,
+    /// Where the legend goes (default: upper right).
+    pub legend_at: SeriesLabelPosition,
 }
 
 impl LineChart {
@@ -106,7 +108,15 @@ impl LineChart {
             top_axis: None,
             x_range: None,
             y_range: None,
+            legend_at: SeriesLabelPosition::UpperRight,
         }
+    }
+
+    /// Put the legend elsewhere, e.g. `SeriesLabelPosition::LowerRight` for
+    /// curves that rise (accuracy).
+    pub fn legend_at(mut self, position: SeriesLabelPosition) -> Self {
+        self.legend_at = position;
+        self
     }
 
     /// Label of the bottom axis.
@@ -278,6 +288,8 @@ impl LineChart {
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(242, 242, 242))
+            .x_label_formatter(&|v| format_tick(*v))
+            .y_label_formatter(&|v| format_tick(*v))
             .draw()
             .map_err(self.draw_err())
     }
@@ -324,7 +336,7 @@ impl LineChart {
                 .label_font(("sans-serif", 13))
                 .background_style(WHITE.mix(0.85))
                 .border_style(RGBColor(200, 200, 200))
-                .position(SeriesLabelPosition::UpperRight)
+                .position(self.legend_at.clone())
                 .draw()
                 .map_err(&err)?;
         }
@@ -409,9 +421,15 @@ pub fn format_tick(v: f64) -> String {
     }
 }
 
+/// Up to three decimals, without trailing zeros: 10.0 → "10", 0.880 → "0.88".
 fn trim(v: f64) -> String {
-    let s = format!("{v:.1}");
-    s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
+    let s = format!("{v:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" {
+        "0".to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 #[cfg(test)]
@@ -496,5 +514,8 @@ mod tests {
         assert_eq!(format_tick(1200.0), "1.2k");
         assert_eq!(format_tick(3_000_000.0), "3M");
         assert_eq!(format_tick(0.5), "0.5");
+        assert_eq!(format_tick(10.0), "10");
+        assert_eq!(format_tick(0.88), "0.88");
+        assert_eq!(format_tick(-0.0001), "0");
     }
 }
