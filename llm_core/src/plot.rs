@@ -359,6 +359,269 @@ impl LineChart {
     }
 }
 
+/// A heatmap of a matrix with labelled rows and columns, each cell annotated
+/// with its value (e.g. attention weights: rows are queries, columns keys).
+///
+/// ```
+/// use llm_core::plot::Heatmap;
+/// let words = ["Your", "journey", "starts"];
+/// let svg = Heatmap::new("Attention weights", &[vec![1.0, 0.0, 0.0], vec![0.4, 0.6, 0.0], vec![0.2, 0.3, 0.5]])
+///     .row_labels(&words)
+///     .col_labels(&words)
+///     .to_svg()?;
+/// assert!(svg.contains("journey"));
+/// # Ok::<(), llm_core::plot::PlotError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Heatmap {
+    pub title: String,
+    pub values: Vec<Vec<f64>>,
+    pub row_labels: Vec<String>,
+    pub col_labels: Vec<String>,
+    pub x_label: String,
+    pub y_label: String,
+    /// Print each cell's value in it.
+    pub annotate: bool,
+    /// Cell size in pixels.
+    pub cell: u32,
+}
+
+impl Heatmap {
+    /// A heatmap of `values` (rows of equal length).
+    pub fn new(title: &str, values: &[Vec<f64>]) -> Self {
+        Heatmap {
+            title: title.to_string(),
+            values: values.to_vec(),
+            row_labels: Vec::new(),
+            col_labels: Vec::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            annotate: true,
+            cell: 56,
+        }
+    }
+
+    /// A heatmap of a 2-D tensor (converted to f64 on the CPU).
+    pub fn from_tensor(title: &str, t: &tch::Tensor) -> Result<Self, PlotError> {
+        let rows: Vec<Vec<f64>> = Vec::<Vec<f64>>::try_from(
+            t.to_device(tch::Device::Cpu)
+                .to_kind(tch::Kind::Double)
+                .detach(),
+        )
+        .map_err(|e| PlotError::Draw {
+            title: title.to_string(),
+            message: format!("need a 2-D tensor, got shape {:?}: {e}", t.size()),
+        })?;
+        Ok(Self::new(title, &rows))
+    }
+
+    /// Labels of the rows (top to bottom).
+    pub fn row_labels<S: AsRef<str>>(mut self, labels: &[S]) -> Self {
+        self.row_labels = labels.iter().map(|s| s.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Labels of the columns (left to right).
+    pub fn col_labels<S: AsRef<str>>(mut self, labels: &[S]) -> Self {
+        self.col_labels = labels.iter().map(|s| s.as_ref().to_string()).collect();
+        self
+    }
+
+    /// Axis titles: columns (bottom) and rows (left).
+    pub fn axis_labels(mut self, x: &str, y: &str) -> Self {
+        self.x_label = x.to_string();
+        self.y_label = y.to_string();
+        self
+    }
+
+    /// Whether to print values in the cells.
+    pub fn annotate(mut self, on: bool) -> Self {
+        self.annotate = on;
+        self
+    }
+
+    /// Render to an SVG document.
+    pub fn to_svg(&self) -> Result<String, PlotError> {
+        let err = |e: String| PlotError::Draw {
+            title: self.title.clone(),
+            message: e,
+        };
+        let n_rows = self.values.len();
+        let n_cols = self.values.first().map_or(0, Vec::len);
+        if let Some((i, r)) = self
+            .values
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.len() != n_cols)
+        {
+            return Err(err(format!(
+                "row {i} has {} values, row 0 has {n_cols}",
+                r.len()
+            )));
+        }
+        let (lo, hi) = min_max(self.values.iter().flatten().copied());
+        let label_w = 16
+            + 8 * self
+                .row_labels
+                .iter()
+                .map(|l| l.chars().count())
+                .max()
+                .unwrap_or(2) as u32;
+        let label_h = 16
+            + 7 * self
+                .col_labels
+                .iter()
+                .map(|l| l.chars().count())
+                .max()
+                .unwrap_or(2) as u32;
+        let width = label_w + 30 + self.cell * n_cols as u32 + 20;
+        let height = 50 + self.cell * n_rows as u32 + label_h + 30;
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+            root.fill(&WHITE).map_err(|e| err(format!("{e:?}")))?;
+            let title_style = ("sans-serif", 18).into_font().color(&BLACK).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Top,
+                ),
+            );
+            root.draw_text(&self.title, &title_style, (width as i32 / 2, 10))
+                .map_err(|e| err(format!("{e:?}")))?;
+            let x0 = (label_w + 30) as i32;
+            let y0 = 50i32;
+            let c = self.cell as i32;
+            let small = ("sans-serif", 12).into_font();
+            for (i, row) in self.values.iter().enumerate() {
+                for (j, &v) in row.iter().enumerate() {
+                    let t = if hi > lo && v.is_finite() {
+                        (v - lo) / (hi - lo)
+                    } else {
+                        0.0
+                    };
+                    let color = viridis(t);
+                    let (x, y) = (x0 + j as i32 * c, y0 + i as i32 * c);
+                    root.draw(&Rectangle::new([(x, y), (x + c, y + c)], color.filled()))
+                        .map_err(|e| err(format!("{e:?}")))?;
+                    if self.annotate {
+                        let text = if v.is_infinite() {
+                            if v > 0.0 {
+                                "inf".to_string()
+                            } else {
+                                "-inf".to_string()
+                            }
+                        } else {
+                            format!("{v:.2}")
+                        };
+                        let ink = if t > 0.6 { BLACK } else { WHITE };
+                        let style =
+                            small
+                                .clone()
+                                .color(&ink)
+                                .pos(plotters::style::text_anchor::Pos::new(
+                                    plotters::style::text_anchor::HPos::Center,
+                                    plotters::style::text_anchor::VPos::Center,
+                                ));
+                        root.draw_text(&text, &style, (x + c / 2, y + c / 2))
+                            .map_err(|e| err(format!("{e:?}")))?;
+                    }
+                }
+            }
+            let label_font = ("sans-serif", 13).into_font();
+            for (i, l) in self.row_labels.iter().enumerate().take(n_rows) {
+                let style =
+                    label_font
+                        .clone()
+                        .color(&BLACK)
+                        .pos(plotters::style::text_anchor::Pos::new(
+                            plotters::style::text_anchor::HPos::Right,
+                            plotters::style::text_anchor::VPos::Center,
+                        ));
+                root.draw_text(l, &style, (x0 - 6, y0 + i as i32 * c + c / 2))
+                    .map_err(|e| err(format!("{e:?}")))?;
+            }
+            let bottom = y0 + n_rows as i32 * c;
+            for (j, l) in self.col_labels.iter().enumerate().take(n_cols) {
+                let style = label_font
+                    .clone()
+                    .transform(FontTransform::Rotate270)
+                    .color(&BLACK)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Right,
+                        plotters::style::text_anchor::VPos::Center,
+                    ));
+                root.draw_text(l, &style, (x0 + j as i32 * c + c / 2, bottom + 6))
+                    .map_err(|e| err(format!("{e:?}")))?;
+            }
+            if !self.x_label.is_empty() {
+                let style = ("sans-serif", 14).into_font().color(&BLACK).pos(
+                    plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Bottom,
+                    ),
+                );
+                root.draw_text(
+                    &self.x_label,
+                    &style,
+                    (x0 + c * n_cols as i32 / 2, height as i32 - 6),
+                )
+                .map_err(|e| err(format!("{e:?}")))?;
+            }
+            if !self.y_label.is_empty() {
+                let style = ("sans-serif", 14)
+                    .into_font()
+                    .transform(FontTransform::Rotate270)
+                    .color(&BLACK)
+                    .pos(plotters::style::text_anchor::Pos::new(
+                        plotters::style::text_anchor::HPos::Center,
+                        plotters::style::text_anchor::VPos::Top,
+                    ));
+                root.draw_text(&self.y_label, &style, (6, y0 + c * n_rows as i32 / 2))
+                    .map_err(|e| err(format!("{e:?}")))?;
+            }
+            root.present().map_err(|e| err(format!("{e:?}")))?;
+        }
+        Ok(svg)
+    }
+
+    /// Save as an SVG file (written atomically).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
+        let svg = self.to_svg()?;
+        crate::checkpoint::write_bytes(path, svg.as_bytes())?;
+        Ok(())
+    }
+
+    /// Rich display in the evcxr Jupyter kernel.
+    pub fn evcxr_display(&self) {
+        match self.to_svg() {
+            Ok(svg) => crate::display::emit("image/svg+xml", &svg),
+            Err(e) => eprintln!("{e}"),
+        }
+    }
+}
+
+/// The viridis colour map at `t` in [0, 1] (a few stops, linearly interpolated).
+pub fn viridis(t: f64) -> RGBColor {
+    const STOPS: [(f64, f64, f64); 5] = [
+        (68.0, 1.0, 84.0),
+        (59.0, 82.0, 139.0),
+        (33.0, 145.0, 140.0),
+        (94.0, 201.0, 98.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let pos = t * (STOPS.len() - 1) as f64;
+    let i = (pos.floor() as usize).min(STOPS.len() - 2);
+    let f = pos - i as f64;
+    let (a, b) = (STOPS[i], STOPS[i + 1]);
+    let lerp = |x: f64, y: f64| (x + (y - x) * f).round() as u8;
+    RGBColor(lerp(a.0, b.0), lerp(a.1, b.1), lerp(a.2, b.2))
+}
+
 /// The book's loss plot: training and validation loss over epochs (bottom
 /// axis), with the number of tokens seen on a top axis.
 ///
@@ -507,6 +770,25 @@ mod tests {
             .save(&p)
             .unwrap();
         assert!(std::fs::read_to_string(&p).unwrap().contains("<svg"));
+    }
+
+    #[test]
+    fn heatmap_labels_values_and_shape_errors() {
+        let svg = Heatmap::new("w", &[vec![0.5, 0.25], vec![f64::NEG_INFINITY, 1.0]])
+            .row_labels(&["q1", "q2"])
+            .col_labels(&["k1", "k2"])
+            .to_svg()
+            .unwrap();
+        for text in ["q1", "k2", "0.25", "-inf"] {
+            assert!(
+                svg.contains(&format!(">\n{text}\n</text>")),
+                "missing {text}"
+            );
+        }
+        let err = Heatmap::new("bad", &[vec![1.0], vec![1.0, 2.0]])
+            .to_svg()
+            .unwrap_err();
+        assert!(err.to_string().contains("row 1 has 2 values"), "{err}");
     }
 
     #[test]
