@@ -23,6 +23,8 @@
 //! | [`checkpoint`] | crash-safe (write, then rename) safetensors files |
 //! | [`plot`] | line charts as SVG, inline in Jupyter or saved to a file |
 //! | [`progress`] | an in-place progress line for long loops |
+//! | [`tokenizer`] | ch. 2: `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BpeTokenizer`) |
+//! | [`dataset`] | ch. 2: `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
 
 pub use plotters;
 pub use serde_json;
@@ -31,12 +33,14 @@ pub use tokenizers;
 
 pub mod checkpoint;
 pub mod data;
+pub mod dataset;
 pub mod display;
 pub mod init;
 pub mod loader;
 pub mod plot;
 pub mod progress;
 pub mod settings;
+pub mod tokenizer;
 
 pub use settings::Settings;
 

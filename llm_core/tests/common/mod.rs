@@ -1,0 +1,75 @@
+//! Helpers shared by the integration tests: the data directory, the oracle
+//! file, and tokenizers loaded once per test binary.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer};
+
+/// `$LLM_DATA_DIR`, else `shared/data` beside the checkout.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("LLM_DATA_DIR")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"))
+}
+
+/// The test-only reference encodings (tiktoken's), parsed.
+pub fn oracle() -> &'static serde_json::Value {
+    static ORACLE: OnceLock<serde_json::Value> = OnceLock::new();
+    ORACLE.get_or_init(|| {
+        let path = data_dir().join("oracles/gpt2_tokenizer_cases.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap()
+    })
+}
+
+/// The oracle's `(text, ids)` cases.
+pub fn oracle_cases() -> Vec<(String, Vec<u32>)> {
+    oracle()["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let ids = c["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i.as_u64().unwrap() as u32)
+                .collect();
+            (c["text"].as_str().unwrap().to_string(), ids)
+        })
+        .collect()
+}
+
+/// A list of ids from the oracle, e.g. `ids_at(&["the_verdict", "first_20_ids"])`.
+pub fn ids_at(keys: &[&str]) -> Vec<u32> {
+    let mut v = oracle();
+    for k in keys {
+        v = &v[*k];
+    }
+    v.as_array()
+        .unwrap_or_else(|| panic!("oracle has no {keys:?}"))
+        .iter()
+        .map(|i| i.as_u64().unwrap() as u32)
+        .collect()
+}
+
+/// A data file's text.
+pub fn read(name: &str) -> String {
+    llm_core::data::read_to_string(name).unwrap()
+}
+
+/// GPT-2 through the `tokenizers` crate, loaded once.
+pub fn gpt2() -> &'static Gpt2Tokenizer {
+    static T: OnceLock<Gpt2Tokenizer> = OnceLock::new();
+    T.get_or_init(|| Gpt2Tokenizer::gpt2().unwrap())
+}
+
+/// GPT-2's files in the from-scratch encoder, loaded once.
+pub fn bpe_gpt2() -> &'static BpeTokenizer {
+    static T: OnceLock<BpeTokenizer> = OnceLock::new();
+    T.get_or_init(|| BpeTokenizer::gpt2().unwrap())
+}
