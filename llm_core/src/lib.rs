@@ -25,18 +25,22 @@
 //! | [`progress`] | an in-place progress line for long loops |
 //! | [`tokenizer`] | ch. 2: `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BpeTokenizer`) |
 //! | [`dataset`] | ch. 2: `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
+//! | [`attention`] | ch. 3: self-attention, causal and multi-head attention (and a fused variant) |
+//! | [`model`] | ch. 4: `GptConfig`, `LayerNorm`, GELU, `TransformerBlock`, `GptModel`, `generate_text_simple` |
 
 pub use plotters;
 pub use serde_json;
 pub use tch;
 pub use tokenizers;
 
+pub mod attention;
 pub mod checkpoint;
 pub mod data;
 pub mod dataset;
 pub mod display;
 pub mod init;
 pub mod loader;
+pub mod model;
 pub mod plot;
 pub mod progress;
 pub mod settings;

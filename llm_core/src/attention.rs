@@ -1,0 +1,603 @@
+//! Chapter 3: attention mechanisms, each built as the book builds it.
+//!
+//! | book (§) | here | what it adds |
+//! |---|---|---|
+//! | 3.3.1–3.3.2 | [`simplified_attention`] | scores → softmax → context vectors, no weights |
+//! | 3.4.1–3.4.2 | [`SelfAttentionV1`] | trainable query/key/value matrices, scaled dot product |
+//! | 3.4.2 | [`SelfAttentionV2`] | the same with `Linear` layers |
+//! | 3.5 | [`CausalAttention`] | a causal mask and dropout on the attention weights |
+//! | 3.6.1 | [`MultiHeadAttentionWrapper`] | several causal heads, concatenated |
+//! | 3.6.2 | [`MultiHeadAttention`] | one projection split into heads, then `out_proj` |
+//! | — | [`MhaSdpa`] | the same computation through libtorch's fused kernel |
+//!
+//! Every layer draws its initial weights from libtorch's global generator in
+//! the order the book's PyTorch modules do (through [`crate::init`]), and the
+//! variables are named as the book's modules name them (`W_query.weight`,
+//! `out_proj.bias`, …), so `tch::manual_seed(123)` gives the book's numbers:
+//!
+//! ```
+//! use llm_core::attention::{inputs_your_journey, SelfAttentionV1};
+//! use llm_core::tch::{self, nn, nn::Module, Device};
+//!
+//! tch::manual_seed(123);
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let sa_v1 = SelfAttentionV1::new(vs.root(), 3, 2);
+//! let context = sa_v1.forward(&inputs_your_journey());
+//! assert_eq!(context.size(), [6, 2]);
+//! // book §3.4: the second row ("journey") is [0.3061, 0.8210]
+//! let journey = Vec::<f32>::try_from(context.get(1)).unwrap();
+//! assert!((journey[0] - 0.3061).abs() < 1e-4 && (journey[1] - 0.8210).abs() < 1e-4);
+//! ```
+//!
+//! Layers with dropout implement [`nn::ModuleT`]: call `forward_t(x, train)`;
+//! `train = true` applies dropout (drawing from the global generator, as
+//! PyTorch's `nn.Dropout` in training mode does), `train = false` is the
+//! book's `model.eval()`. Layers without dropout implement [`nn::Module`]
+//! (and so `ModuleT` too).
+
+use std::borrow::Borrow;
+
+use tch::nn::{self, Module, ModuleT, Path};
+use tch::{Device, Kind, Tensor};
+
+use crate::init;
+
+/// Errors from building an attention layer with inconsistent sizes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AttentionError {
+    #[error("d_out ({d_out}) must be a positive multiple of num_heads ({num_heads})")]
+    HeadsDoNotDivide { d_out: i64, num_heads: i64 },
+}
+
+/// The book's six 3-dimensional embeddings of "Your journey starts with one
+/// step" (§3.3), shape `[6, 3]`.
+///
+/// ```
+/// let inputs = llm_core::attention::inputs_your_journey();
+/// assert_eq!(inputs.size(), [6, 3]);
+/// ```
+pub fn inputs_your_journey() -> Tensor {
+    let rows: [[f32; 3]; 6] = [
+        [0.43, 0.15, 0.89], // Your     (x^1)
+        [0.55, 0.87, 0.66], // journey  (x^2)
+        [0.57, 0.85, 0.64], // starts   (x^3)
+        [0.22, 0.58, 0.33], // with     (x^4)
+        [0.77, 0.25, 0.10], // one      (x^5)
+        [0.05, 0.80, 0.55], // step     (x^6)
+    ];
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    Tensor::from_slice(&flat).view([6, 3])
+}
+
+/// `nn.Dropout(p)`: zeroes each element with probability `p` and scales the
+/// rest by `1/(1-p)` in training mode; the identity in evaluation mode.
+///
+/// Draws from libtorch's global generator exactly as PyTorch's `F.dropout`
+/// (on the CPU it draws nothing when `p == 0` or `train == false`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    /// The probability of zeroing an element.
+    pub p: f64,
+}
+
+impl Dropout {
+    /// A dropout layer with rate `p`.
+    pub fn new(p: f64) -> Self {
+        Dropout { p }
+    }
+}
+
+impl ModuleT for Dropout {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> Tensor {
+        xs.dropout(self.p, train)
+    }
+}
+
+/// Simplified self-attention without trainable weights (§3.3): attention
+/// scores are the dot products of the inputs with each other, the weights
+/// their softmax over the last dimension, and each context vector the
+/// weighted sum of the inputs.
+///
+/// `inputs` is `[num_tokens, d]` or `[batch, num_tokens, d]`; the result has
+/// the same shape.
+///
+/// ```
+/// use llm_core::attention::{inputs_your_journey, simplified_attention};
+///
+/// let context = simplified_attention(&inputs_your_journey());
+/// // book §3.3.2: the second context vector is [0.4419, 0.6515, 0.5683]
+/// let z2 = Vec::<f32>::try_from(context.get(1)).unwrap();
+/// assert!((z2[0] - 0.4419).abs() < 1e-4 && (z2[2] - 0.5683).abs() < 1e-4);
+/// ```
+pub fn simplified_attention(inputs: &Tensor) -> Tensor {
+    let attn_scores = inputs.matmul(&inputs.transpose(-2, -1));
+    let attn_weights = attn_scores.softmax(-1, None::<Kind>);
+    attn_weights.matmul(inputs)
+}
+
+/// The upper triangle above the diagonal of a `[context_length,
+/// context_length]` matrix as booleans: `true` where a query must not see a
+/// key (the book's `torch.triu(torch.ones(n, n), diagonal=1).bool()`).
+pub fn causal_mask(context_length: i64, device: Device) -> Tensor {
+    Tensor::ones([context_length, context_length], (Kind::Float, device))
+        .triu(1)
+        .to_kind(Kind::Bool)
+}
+
+/// The top-left `[n, n]` block of a causal mask on `device`, with a clear
+/// message when the input is longer than the context the layer was built for.
+fn mask_for(mask: &Tensor, num_tokens: i64, device: Device) -> Tensor {
+    let context_length = mask.size()[0];
+    assert!(
+        num_tokens <= context_length,
+        "the input has {num_tokens} tokens, more than the context length {context_length} \
+         this attention layer was built for"
+    );
+    // a no-op unless the variables were moved to another device after creation
+    mask.narrow(0, 0, num_tokens)
+        .narrow(1, 0, num_tokens)
+        .to_device(device)
+}
+
+/// A trainable `[d_in, d_out]` matrix drawn from U(0, 1), the book's
+/// `nn.Parameter(torch.rand(d_in, d_out))`.
+fn rand_parameter(path: &Path, name: &str, d_in: i64, d_out: i64) -> Tensor {
+    init::var_from(path, name, &init::uniform(&[d_in, d_out], 0.0, 1.0))
+}
+
+/// Scaled dot-product self-attention with raw weight matrices (§3.4.2,
+/// `SelfAttention_v1`).
+///
+/// `W_query`, `W_key` and `W_value` are `[d_in, d_out]` parameters drawn
+/// from U(0, 1) (`torch.rand`) in that order; the layer computes
+/// `softmax(Q Kᵀ / √d_out) V` with `Q = x W_query`, and so on.
+#[derive(Debug)]
+pub struct SelfAttentionV1 {
+    /// `W_query`, `[d_in, d_out]`
+    pub w_query: Tensor,
+    /// `W_key`, `[d_in, d_out]`
+    pub w_key: Tensor,
+    /// `W_value`, `[d_in, d_out]`
+    pub w_value: Tensor,
+}
+
+impl SelfAttentionV1 {
+    /// Create the three matrices under `path` as `W_query`, `W_key`, `W_value`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(path: P, d_in: i64, d_out: i64) -> Self {
+        let path = path.borrow();
+        let w_query = rand_parameter(path, "W_query", d_in, d_out);
+        let w_key = rand_parameter(path, "W_key", d_in, d_out);
+        let w_value = rand_parameter(path, "W_value", d_in, d_out);
+        SelfAttentionV1 {
+            w_query,
+            w_key,
+            w_value,
+        }
+    }
+}
+
+impl Module for SelfAttentionV1 {
+    /// `x`: `[num_tokens, d_in]` (or batched); returns `[num_tokens, d_out]`.
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let keys = x.matmul(&self.w_key);
+        let queries = x.matmul(&self.w_query);
+        let values = x.matmul(&self.w_value);
+        let attn_scores = queries.matmul(&keys.transpose(-2, -1));
+        let d_k = *keys.size().last().unwrap_or(&1) as f64;
+        let attn_weights = (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>);
+        attn_weights.matmul(&values)
+    }
+}
+
+/// Self-attention with `Linear` projections (§3.4.2, `SelfAttention_v2`).
+///
+/// Variables `W_query.weight`, `W_key.weight`, `W_value.weight` (and `.bias`
+/// when `qkv_bias`), PyTorch's default `nn.Linear` initialisation.
+///
+/// ```
+/// use llm_core::attention::{inputs_your_journey, SelfAttentionV2};
+/// use llm_core::tch::{self, nn, nn::Module, Device};
+///
+/// tch::manual_seed(789);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let sa_v2 = SelfAttentionV2::new(vs.root(), 3, 2, false);
+/// let context = sa_v2.forward(&inputs_your_journey());
+/// let first = Vec::<f32>::try_from(context.get(0)).unwrap();
+/// assert!((first[0] - -0.0739).abs() < 1e-4 && (first[1] - 0.0713).abs() < 1e-4);
+/// ```
+#[derive(Debug)]
+pub struct SelfAttentionV2 {
+    pub w_query: nn::Linear,
+    pub w_key: nn::Linear,
+    pub w_value: nn::Linear,
+}
+
+impl SelfAttentionV2 {
+    /// Create `W_query`, `W_key`, `W_value` (in that order) under `path`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(path: P, d_in: i64, d_out: i64, qkv_bias: bool) -> Self {
+        let path = path.borrow();
+        SelfAttentionV2 {
+            w_query: init::linear(path / "W_query", d_in, d_out, qkv_bias),
+            w_key: init::linear(path / "W_key", d_in, d_out, qkv_bias),
+            w_value: init::linear(path / "W_value", d_in, d_out, qkv_bias),
+        }
+    }
+}
+
+impl Module for SelfAttentionV2 {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let keys = self.w_key.forward(x);
+        let queries = self.w_query.forward(x);
+        let values = self.w_value.forward(x);
+        let attn_scores = queries.matmul(&keys.transpose(-2, -1));
+        let d_k = *keys.size().last().unwrap_or(&1) as f64;
+        let attn_weights = (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>);
+        attn_weights.matmul(&values)
+    }
+}
+
+/// Single-head causal self-attention with dropout (§3.5.3, `CausalAttention`).
+///
+/// Scores above the diagonal are set to −∞ before the softmax, so token `i`
+/// attends only to tokens `0..=i`; dropout is applied to the attention
+/// weights in training mode. Input `[batch, num_tokens, d_in]` with
+/// `num_tokens <= context_length`; output `[batch, num_tokens, d_out]`.
+///
+/// ```
+/// use llm_core::attention::{inputs_your_journey, CausalAttention};
+/// use llm_core::tch::{self, nn, nn::ModuleT, Device, Tensor};
+///
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let batch = Tensor::stack(&[inputs_your_journey(), inputs_your_journey()], 0);
+/// let ca = CausalAttention::new(vs.root(), 3, 2, 6, 0.0, false);
+/// let context = ca.forward_t(&batch, false);
+/// assert_eq!(context.size(), [2, 6, 2]);
+/// ```
+#[derive(Debug)]
+pub struct CausalAttention {
+    pub d_out: i64,
+    pub w_query: nn::Linear,
+    pub w_key: nn::Linear,
+    pub w_value: nn::Linear,
+    pub dropout: Dropout,
+    /// `[context_length, context_length]`, `true` above the diagonal (a
+    /// buffer, not a trainable variable).
+    pub mask: Tensor,
+}
+
+impl CausalAttention {
+    /// Create `W_query`, `W_key`, `W_value` (in that order) under `path`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(
+        path: P,
+        d_in: i64,
+        d_out: i64,
+        context_length: i64,
+        dropout: f64,
+        qkv_bias: bool,
+    ) -> Self {
+        let path = path.borrow();
+        CausalAttention {
+            d_out,
+            w_query: init::linear(path / "W_query", d_in, d_out, qkv_bias),
+            w_key: init::linear(path / "W_key", d_in, d_out, qkv_bias),
+            w_value: init::linear(path / "W_value", d_in, d_out, qkv_bias),
+            dropout: Dropout::new(dropout),
+            mask: causal_mask(context_length, path.device()),
+        }
+    }
+}
+
+impl ModuleT for CausalAttention {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let num_tokens = x.size()[x.dim() - 2];
+        let keys = self.w_key.forward(x);
+        let queries = self.w_query.forward(x);
+        let values = self.w_value.forward(x);
+        let attn_scores = queries.matmul(&keys.transpose(-2, -1)).masked_fill(
+            &mask_for(&self.mask, num_tokens, x.device()),
+            f64::NEG_INFINITY,
+        );
+        let d_k = *keys.size().last().unwrap_or(&1) as f64;
+        let attn_weights = (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>);
+        let attn_weights = self.dropout.forward_t(&attn_weights, train);
+        attn_weights.matmul(&values)
+    }
+}
+
+/// Multi-head attention as a stack of [`CausalAttention`] heads whose outputs
+/// are concatenated along the last dimension (§3.6.1,
+/// `MultiHeadAttentionWrapper`). Output `[batch, num_tokens, num_heads * d_out]`.
+///
+/// The heads live under `heads.0`, `heads.1`, … and are created in order.
+#[derive(Debug)]
+pub struct MultiHeadAttentionWrapper {
+    pub heads: Vec<CausalAttention>,
+}
+
+impl MultiHeadAttentionWrapper {
+    /// Create `num_heads` causal heads, each `d_in → d_out`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(
+        path: P,
+        d_in: i64,
+        d_out: i64,
+        context_length: i64,
+        dropout: f64,
+        num_heads: i64,
+        qkv_bias: bool,
+    ) -> Self {
+        let heads = path.borrow() / "heads";
+        let heads = (0..num_heads)
+            .map(|i| {
+                CausalAttention::new(&heads / i, d_in, d_out, context_length, dropout, qkv_bias)
+            })
+            .collect();
+        MultiHeadAttentionWrapper { heads }
+    }
+}
+
+impl ModuleT for MultiHeadAttentionWrapper {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let outs: Vec<Tensor> = self.heads.iter().map(|h| h.forward_t(x, train)).collect();
+        Tensor::cat(&outs, -1)
+    }
+}
+
+/// Check that `d_out` splits evenly into `num_heads` heads; the head size.
+fn head_dim(d_out: i64, num_heads: i64) -> Result<i64, AttentionError> {
+    if num_heads > 0 && d_out > 0 && d_out % num_heads == 0 {
+        Ok(d_out / num_heads)
+    } else {
+        Err(AttentionError::HeadsDoNotDivide { d_out, num_heads })
+    }
+}
+
+/// The four projections every multi-head attention layer has, created in
+/// the book's order: `W_query`, `W_key`, `W_value` (`qkv_bias`), `out_proj`
+/// (always with bias).
+fn mha_projections(path: &Path, d_in: i64, d_out: i64, qkv_bias: bool) -> [nn::Linear; 4] {
+    [
+        init::linear(path / "W_query", d_in, d_out, qkv_bias),
+        init::linear(path / "W_key", d_in, d_out, qkv_bias),
+        init::linear(path / "W_value", d_in, d_out, qkv_bias),
+        init::linear(path / "out_proj", d_out, d_out, true),
+    ]
+}
+
+/// `[b, n, d_out]` → `[b, num_heads, n, head_dim]`
+fn split_heads(x: &Tensor, num_heads: i64, head_dim: i64) -> Tensor {
+    let (b, n) = (x.size()[0], x.size()[1]);
+    x.view([b, n, num_heads, head_dim]).transpose(1, 2)
+}
+
+/// `[b, num_heads, n, head_dim]` → `[b, n, d_out]`
+fn combine_heads(x: &Tensor, d_out: i64) -> Tensor {
+    let (b, n) = (x.size()[0], x.size()[2]);
+    x.transpose(1, 2).contiguous().view([b, n, d_out])
+}
+
+fn shallow_linear(l: &nn::Linear) -> nn::Linear {
+    nn::Linear {
+        ws: l.ws.shallow_clone(),
+        bs: l.bs.as_ref().map(Tensor::shallow_clone),
+    }
+}
+
+/// Efficient multi-head causal attention (§3.6.2, `MultiHeadAttention`).
+///
+/// One `Linear` projection each for queries, keys and values (`d_in →
+/// d_out`), split into `num_heads` heads of `head_dim = d_out / num_heads`;
+/// per head `softmax(mask(Q Kᵀ) / √head_dim)`, dropout on those weights,
+/// times `V`; the heads are concatenated again and mixed by `out_proj`
+/// (`d_out → d_out`, with bias). Input `[batch, num_tokens, d_in]`, output
+/// `[batch, num_tokens, d_out]`.
+///
+/// ```
+/// use llm_core::attention::{inputs_your_journey, MultiHeadAttention};
+/// use llm_core::tch::{self, nn, nn::ModuleT, Device, Tensor};
+///
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let batch = Tensor::stack(&[inputs_your_journey(), inputs_your_journey()], 0);
+/// let mha = MultiHeadAttention::new(vs.root(), 3, 2, 6, 0.0, 2, false)?;
+/// let context = mha.forward_t(&batch, false);
+/// assert_eq!(context.size(), [2, 6, 2]);
+/// let first = Vec::<f32>::try_from(context.get(0).get(0)).unwrap();
+/// assert!((first[0] - 0.3190).abs() < 1e-4 && (first[1] - 0.4858).abs() < 1e-4);
+/// # Ok::<(), llm_core::attention::AttentionError>(())
+/// ```
+///
+/// # Panics
+/// `forward_t` panics when the input has more tokens than `context_length`.
+#[derive(Debug)]
+pub struct MultiHeadAttention {
+    pub d_out: i64,
+    pub num_heads: i64,
+    pub head_dim: i64,
+    pub w_query: nn::Linear,
+    pub w_key: nn::Linear,
+    pub w_value: nn::Linear,
+    pub out_proj: nn::Linear,
+    pub dropout: Dropout,
+    /// `[context_length, context_length]`, `true` above the diagonal (a
+    /// buffer, not a trainable variable).
+    pub mask: Tensor,
+}
+
+impl MultiHeadAttention {
+    /// Create `W_query`, `W_key`, `W_value` and `out_proj` (in that order)
+    /// under `path`. Fails when `d_out` is not a multiple of `num_heads`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(
+        path: P,
+        d_in: i64,
+        d_out: i64,
+        context_length: i64,
+        dropout: f64,
+        num_heads: i64,
+        qkv_bias: bool,
+    ) -> Result<Self, AttentionError> {
+        let head_dim = head_dim(d_out, num_heads)?;
+        let path = path.borrow();
+        let [w_query, w_key, w_value, out_proj] = mha_projections(path, d_in, d_out, qkv_bias);
+        Ok(MultiHeadAttention {
+            d_out,
+            num_heads,
+            head_dim,
+            w_query,
+            w_key,
+            w_value,
+            out_proj,
+            dropout: Dropout::new(dropout),
+            mask: causal_mask(context_length, path.device()),
+        })
+    }
+
+    /// The trainable tensors in PyTorch's `parameters()` order.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        [&self.w_query, &self.w_key, &self.w_value, &self.out_proj]
+            .into_iter()
+            .flat_map(|l| std::iter::once(&l.ws).chain(l.bs.as_ref()))
+            .collect()
+    }
+}
+
+impl ModuleT for MultiHeadAttention {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let num_tokens = x.size()[1];
+        let keys = split_heads(&self.w_key.forward(x), self.num_heads, self.head_dim);
+        let queries = split_heads(&self.w_query.forward(x), self.num_heads, self.head_dim);
+        let values = split_heads(&self.w_value.forward(x), self.num_heads, self.head_dim);
+        let attn_scores = queries.matmul(&keys.transpose(2, 3)).masked_fill(
+            &mask_for(&self.mask, num_tokens, x.device()),
+            f64::NEG_INFINITY,
+        );
+        let attn_weights = (attn_scores / (self.head_dim as f64).sqrt()).softmax(-1, None::<Kind>);
+        let attn_weights = self.dropout.forward_t(&attn_weights, train);
+        let context_vec = combine_heads(&attn_weights.matmul(&values), self.d_out);
+        self.out_proj.forward(&context_vec)
+    }
+}
+
+/// [`MultiHeadAttention`] computed with libtorch's fused
+/// `scaled_dot_product_attention` (`is_causal`), which never materialises
+/// the `[num_tokens, num_tokens]` weights when a flash or memory-efficient
+/// kernel applies.
+///
+/// Same variables, same names, same creation order, same output as
+/// [`MultiHeadAttention`] (up to float rounding) when dropout is off. With
+/// dropout in training mode the kernel draws its own dropout mask, so the
+/// random pattern differs from `MultiHeadAttention`'s (the distribution is
+/// the same).
+///
+/// ```
+/// use llm_core::attention::{MhaSdpa, MultiHeadAttention};
+/// use llm_core::tch::{self, nn, nn::ModuleT, Device, Kind, Tensor};
+///
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let mha = MultiHeadAttention::new(vs.root(), 16, 8, 10, 0.0, 2, false)?;
+/// let sdpa = MhaSdpa::from(&mha); // shares mha's weights
+/// let x = Tensor::randn([3, 10, 16], (Kind::Float, Device::Cpu));
+/// let diff = (mha.forward_t(&x, false) - sdpa.forward_t(&x, false)).abs().max();
+/// assert!(diff.double_value(&[]) < 1e-6);
+/// # Ok::<(), llm_core::attention::AttentionError>(())
+/// ```
+///
+/// # Panics
+/// `forward_t` panics when the input has more tokens than `context_length`.
+#[derive(Debug)]
+pub struct MhaSdpa {
+    pub d_out: i64,
+    pub num_heads: i64,
+    pub head_dim: i64,
+    pub context_length: i64,
+    pub w_query: nn::Linear,
+    pub w_key: nn::Linear,
+    pub w_value: nn::Linear,
+    pub out_proj: nn::Linear,
+    /// Dropout rate on the attention weights (applied inside the kernel).
+    pub dropout: f64,
+}
+
+impl MhaSdpa {
+    /// Create `W_query`, `W_key`, `W_value` and `out_proj` (in that order)
+    /// under `path`, exactly as [`MultiHeadAttention::new`] does.
+    pub fn new<'a, P: Borrow<Path<'a>>>(
+        path: P,
+        d_in: i64,
+        d_out: i64,
+        context_length: i64,
+        dropout: f64,
+        num_heads: i64,
+        qkv_bias: bool,
+    ) -> Result<Self, AttentionError> {
+        let head_dim = head_dim(d_out, num_heads)?;
+        let [w_query, w_key, w_value, out_proj] =
+            mha_projections(path.borrow(), d_in, d_out, qkv_bias);
+        Ok(MhaSdpa {
+            d_out,
+            num_heads,
+            head_dim,
+            context_length,
+            w_query,
+            w_key,
+            w_value,
+            out_proj,
+            dropout,
+        })
+    }
+
+    /// The trainable tensors in PyTorch's `parameters()` order.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        [&self.w_query, &self.w_key, &self.w_value, &self.out_proj]
+            .into_iter()
+            .flat_map(|l| std::iter::once(&l.ws).chain(l.bs.as_ref()))
+            .collect()
+    }
+}
+
+impl From<&MultiHeadAttention> for MhaSdpa {
+    /// The fused variant sharing `mha`'s weight tensors (training one trains
+    /// the other).
+    fn from(mha: &MultiHeadAttention) -> Self {
+        MhaSdpa {
+            d_out: mha.d_out,
+            num_heads: mha.num_heads,
+            head_dim: mha.head_dim,
+            context_length: mha.mask.size()[0],
+            w_query: shallow_linear(&mha.w_query),
+            w_key: shallow_linear(&mha.w_key),
+            w_value: shallow_linear(&mha.w_value),
+            out_proj: shallow_linear(&mha.out_proj),
+            dropout: mha.dropout.p,
+        }
+    }
+}
+
+impl ModuleT for MhaSdpa {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let num_tokens = x.size()[1];
+        assert!(
+            num_tokens <= self.context_length,
+            "the input has {num_tokens} tokens, more than the context length {} \
+             this attention layer was built for",
+            self.context_length
+        );
+        let keys = split_heads(&self.w_key.forward(x), self.num_heads, self.head_dim);
+        let queries = split_heads(&self.w_query.forward(x), self.num_heads, self.head_dim);
+        let values = split_heads(&self.w_value.forward(x), self.num_heads, self.head_dim);
+        let dropout_p = if train { self.dropout } else { 0.0 };
+        let context_vec = Tensor::scaled_dot_product_attention(
+            &queries,
+            &keys,
+            &values,
+            None::<Tensor>,
+            dropout_p,
+            true,
+            None::<f64>,
+            false,
+        );
+        self.out_proj
+            .forward(&combine_heads(&context_vec, self.d_out))
+    }
+}

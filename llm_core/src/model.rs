@@ -1,0 +1,544 @@
+//! Chapter 4: the GPT model, built as the book builds it.
+//!
+//! | book (§) | here |
+//! |---|---|
+//! | 4.1 | [`GptConfig`] (`GPT_CONFIG_124M` and the larger GPT-2 sizes) |
+//! | 4.2 | [`LayerNorm`] |
+//! | 4.3 | [`Gelu`], [`FeedForward`] |
+//! | 4.5 | [`TransformerBlock`] |
+//! | 4.6 | [`GptModel`], parameter counts and memory size |
+//! | 4.7 | [`generate_text_simple`] |
+//!
+//! Every variable is created in the order the book's `GPTModel.__init__`
+//! creates it and drawn with PyTorch's default initialisation
+//! ([`crate::init`]), under the book's names (`tok_emb.weight`,
+//! `trf_blocks.0.att.W_query.weight`, `trf_blocks.0.ff.layers.0.bias`,
+//! `final_norm.scale`, `out_head.weight`, …). So after `tch::manual_seed(123)`
+//! the model has the book's weights, and greedy generation gives the book's
+//! tokens:
+//!
+//! ```no_run
+//! use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+//! use llm_core::tch::{self, nn, Device, Tensor};
+//!
+//! let cfg = GptConfig::gpt2_small();
+//! tch::manual_seed(123);
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let model = GptModel::new(vs.root(), &cfg)?;
+//! assert_eq!(model.num_parameters(), 163_009_536);
+//! // "Hello, I am" → "Hello, I am Featureiman Byeswickattribute argue" (book §4.7)
+//! let idx = Tensor::from_slice(&[15496i64, 11, 314, 716]).unsqueeze(0);
+//! let out = generate_text_simple(&model, &idx, 6, cfg.context_length);
+//! assert_eq!(
+//!     Vec::<i64>::try_from(out.get(0)).unwrap(),
+//!     [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267]
+//! );
+//! # Ok::<(), llm_core::model::ModelError>(())
+//! ```
+
+use std::borrow::Borrow;
+
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, ModuleT, Path};
+use tch::{Kind, Tensor};
+
+use crate::attention::{AttentionError, Dropout, MultiHeadAttention};
+use crate::init;
+
+/// Errors from choosing or building a model.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown model {name:?}; known models: {known}")]
+    UnknownModel { name: String, known: String },
+    #[error(transparent)]
+    Attention(#[from] AttentionError),
+}
+
+/// The book's model configuration (`GPT_CONFIG_124M` and friends). Serialises
+/// to and from JSON with the book's keys.
+///
+/// ```
+/// use llm_core::model::GptConfig;
+///
+/// let cfg = GptConfig::by_name("gpt2-medium (355M)")?;
+/// assert_eq!((cfg.emb_dim, cfg.n_layers, cfg.n_heads), (1024, 24, 16));
+/// // the book's pattern for loading OpenAI's weights (§5.5)
+/// let cfg = GptConfig { qkv_bias: true, drop_rate: 0.0, ..GptConfig::gpt2_small() };
+/// let json = llm_core::serde_json::to_string(&cfg).unwrap();
+/// assert!(json.contains("\"qkv_bias\":true"));
+/// # Ok::<(), llm_core::model::ModelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GptConfig {
+    /// Vocabulary size (50257 for GPT-2's BPE).
+    pub vocab_size: i64,
+    /// Maximum number of input tokens (positional embeddings).
+    pub context_length: i64,
+    /// Embedding dimension.
+    pub emb_dim: i64,
+    /// Attention heads per block.
+    pub n_heads: i64,
+    /// Transformer blocks.
+    pub n_layers: i64,
+    /// Dropout rate (embeddings, attention weights, shortcuts).
+    pub drop_rate: f64,
+    /// Bias in the query, key and value projections.
+    pub qkv_bias: bool,
+}
+
+/// The book's names of the four GPT-2 sizes (`model_configs` in §5.5), for
+/// [`GptConfig::by_name`].
+pub const MODEL_NAMES: [&str; 4] = [
+    "gpt2-small (124M)",
+    "gpt2-medium (355M)",
+    "gpt2-large (774M)",
+    "gpt2-xl (1558M)",
+];
+
+impl GptConfig {
+    /// `GPT_CONFIG_124M` (§4.1): vocabulary 50257, context 1024, 768
+    /// dimensions, 12 heads, 12 layers, dropout 0.1, no qkv bias.
+    pub fn gpt2_small() -> Self {
+        GptConfig {
+            vocab_size: 50257,
+            context_length: 1024,
+            emb_dim: 768,
+            n_heads: 12,
+            n_layers: 12,
+            drop_rate: 0.1,
+            qkv_bias: false,
+        }
+    }
+
+    /// GPT-2 medium (355M): 1024 dimensions, 24 layers, 16 heads.
+    pub fn gpt2_medium() -> Self {
+        GptConfig {
+            emb_dim: 1024,
+            n_layers: 24,
+            n_heads: 16,
+            ..Self::gpt2_small()
+        }
+    }
+
+    /// GPT-2 large (774M): 1280 dimensions, 36 layers, 20 heads.
+    pub fn gpt2_large() -> Self {
+        GptConfig {
+            emb_dim: 1280,
+            n_layers: 36,
+            n_heads: 20,
+            ..Self::gpt2_small()
+        }
+    }
+
+    /// GPT-2 XL (1558M): 1600 dimensions, 48 layers, 25 heads.
+    pub fn gpt2_xl() -> Self {
+        GptConfig {
+            emb_dim: 1600,
+            n_layers: 48,
+            n_heads: 25,
+            ..Self::gpt2_small()
+        }
+    }
+
+    /// A preset by the book's name (`"gpt2-small (124M)"`, see
+    /// [`MODEL_NAMES`]); the short form without the size (`"gpt2-small"`)
+    /// works too. The other fields are those of [`GptConfig::gpt2_small`].
+    pub fn by_name(name: &str) -> Result<Self, ModelError> {
+        let short = name.split(" (").next().unwrap_or(name).trim();
+        match short {
+            "gpt2-small" => Ok(Self::gpt2_small()),
+            "gpt2-medium" => Ok(Self::gpt2_medium()),
+            "gpt2-large" => Ok(Self::gpt2_large()),
+            "gpt2-xl" => Ok(Self::gpt2_xl()),
+            _ => Err(ModelError::UnknownModel {
+                name: name.to_string(),
+                known: MODEL_NAMES.join(", "),
+            }),
+        }
+    }
+
+    /// The number of parameters a [`GptModel`] with this configuration has
+    /// (with a separate output head), computed from the layer shapes without
+    /// building the model.
+    pub fn num_parameters(&self) -> i64 {
+        let (v, c, e) = (self.vocab_size, self.context_length, self.emb_dim);
+        let linear =
+            |d_in: i64, d_out: i64, bias: bool| d_in * d_out + if bias { d_out } else { 0 };
+        let att = 3 * linear(e, e, self.qkv_bias) + linear(e, e, true);
+        let ff = linear(e, 4 * e, true) + linear(4 * e, e, true);
+        let norms = 2 * (2 * e);
+        let block = att + ff + norms;
+        v * e + c * e + self.n_layers * block + 2 * e + linear(e, v, false)
+    }
+
+    /// [`GptConfig::num_parameters`] with the output head tied to the token
+    /// embedding (as in OpenAI's GPT-2).
+    pub fn num_parameters_tied(&self) -> i64 {
+        self.num_parameters() - self.vocab_size * self.emb_dim
+    }
+}
+
+/// The trainable tensors of a `Linear` layer: weight, then bias.
+fn linear_parameters(l: &nn::Linear) -> impl Iterator<Item = &Tensor> {
+    std::iter::once(&l.ws).chain(l.bs.as_ref())
+}
+
+/// Layer normalisation over the last dimension (§4.2), the book's own
+/// `LayerNorm`: `scale * (x - mean) / sqrt(var + eps) + shift` with the
+/// biased variance and `eps = 1e-5`; `scale` starts at ones, `shift` at zeros.
+///
+/// ```
+/// use llm_core::model::LayerNorm;
+/// use llm_core::tch::{nn, nn::Module, Device, Kind, Tensor};
+///
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let ln = LayerNorm::new(vs.root(), 5);
+/// let x = Tensor::randn([2, 5], (Kind::Float, Device::Cpu));
+/// let y = ln.forward(&x);
+/// let mean = y.mean_dim(-1, false, None::<Kind>).abs().max().double_value(&[]);
+/// assert!(mean < 1e-6);
+/// ```
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub eps: f64,
+    /// `[emb_dim]`, ones at first
+    pub scale: Tensor,
+    /// `[emb_dim]`, zeros at first
+    pub shift: Tensor,
+}
+
+impl LayerNorm {
+    /// Create `scale` and `shift` under `path`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(path: P, emb_dim: i64) -> Self {
+        let path = path.borrow();
+        let ones = Tensor::ones([emb_dim], (Kind::Float, tch::Device::Cpu));
+        let zeros = Tensor::zeros([emb_dim], (Kind::Float, tch::Device::Cpu));
+        LayerNorm {
+            eps: 1e-5,
+            scale: init::var_from(path, "scale", &ones),
+            shift: init::var_from(path, "shift", &zeros),
+        }
+    }
+
+    /// `scale`, then `shift`.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        vec![&self.scale, &self.shift]
+    }
+}
+
+impl Module for LayerNorm {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let mean = x.mean_dim(-1, true, None::<Kind>);
+        let var = x.var_dim(-1, false, true);
+        let norm_x = (x - mean) / (var + self.eps).sqrt();
+        &self.scale * norm_x + &self.shift
+    }
+}
+
+/// `sqrt(2/π)` as the book computes it: `torch.sqrt(torch.tensor(2.0 /
+/// torch.pi))`, a float32 square root of the float32-rounded quotient.
+fn sqrt_2_over_pi() -> f64 {
+    f64::from((2.0f64 / std::f64::consts::PI) as f32).sqrt() as f32 as f64
+}
+
+/// The GELU activation with the tanh approximation GPT-2 uses (§4.3):
+/// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
+///
+/// ```
+/// use llm_core::model::gelu;
+/// use llm_core::tch::Tensor;
+///
+/// let y = gelu(&Tensor::from_slice(&[-3.0f32, 0.0, 1.0]));
+/// let y = Vec::<f32>::try_from(y).unwrap();
+/// assert!(y[0].abs() < 0.01 && y[1] == 0.0 && (y[2] - 0.8412).abs() < 1e-4);
+/// ```
+pub fn gelu(x: &Tensor) -> Tensor {
+    let inner = (x + x.pow_tensor_scalar(3) * 0.044715) * sqrt_2_over_pi();
+    (x * 0.5) * (inner.tanh() + 1.0)
+}
+
+/// [`gelu`] as a layer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Gelu;
+
+impl Module for Gelu {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        gelu(x)
+    }
+}
+
+/// The position-wise feed-forward network (§4.3): `Linear(emb, 4 emb)`,
+/// GELU, `Linear(4 emb, emb)`, under the book's `layers.0` and `layers.2`.
+///
+/// `layers` is a tuple, so `ff.layers.0.ws` reads like the book's
+/// `ff.layers[0].weight`.
+#[derive(Debug)]
+pub struct FeedForward {
+    pub layers: (nn::Linear, Gelu, nn::Linear),
+}
+
+impl FeedForward {
+    /// Create `layers.0` then `layers.2` under `path`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(path: P, emb_dim: i64) -> Self {
+        let layers = path.borrow() / "layers";
+        let fc1 = init::linear(&layers / 0, emb_dim, 4 * emb_dim, true);
+        let fc2 = init::linear(&layers / 2, 4 * emb_dim, emb_dim, true);
+        FeedForward {
+            layers: (fc1, Gelu, fc2),
+        }
+    }
+
+    /// The trainable tensors in PyTorch's `parameters()` order.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        linear_parameters(&self.layers.0)
+            .chain(linear_parameters(&self.layers.2))
+            .collect()
+    }
+}
+
+impl Module for FeedForward {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let (fc1, act, fc2) = &self.layers;
+        fc2.forward(&act.forward(&fc1.forward(x)))
+    }
+}
+
+/// A transformer block (§4.5): pre-norm multi-head attention and
+/// feed-forward sublayers, each followed by dropout and added to its input
+/// (the shortcut connection).
+///
+/// ```
+/// use llm_core::model::{GptConfig, TransformerBlock};
+/// use llm_core::tch::{self, nn, nn::ModuleT, Device, Kind, Tensor};
+///
+/// let cfg = GptConfig { emb_dim: 64, n_heads: 4, context_length: 16, ..GptConfig::gpt2_small() };
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let block = TransformerBlock::new(vs.root(), &cfg)?;
+/// let x = Tensor::rand([2, 4, 64], (Kind::Float, Device::Cpu));
+/// assert_eq!(block.forward_t(&x, false).size(), [2, 4, 64]);
+/// # Ok::<(), llm_core::model::ModelError>(())
+/// ```
+#[derive(Debug)]
+pub struct TransformerBlock {
+    pub att: MultiHeadAttention,
+    pub ff: FeedForward,
+    pub norm1: LayerNorm,
+    pub norm2: LayerNorm,
+    pub drop_shortcut: Dropout,
+}
+
+impl TransformerBlock {
+    /// Create `att`, `ff`, `norm1`, `norm2` (in that order) under `path`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(path: P, cfg: &GptConfig) -> Result<Self, ModelError> {
+        let path = path.borrow();
+        let att = MultiHeadAttention::new(
+            path / "att",
+            cfg.emb_dim,
+            cfg.emb_dim,
+            cfg.context_length,
+            cfg.drop_rate,
+            cfg.n_heads,
+            cfg.qkv_bias,
+        )?;
+        let ff = FeedForward::new(path / "ff", cfg.emb_dim);
+        let norm1 = LayerNorm::new(path / "norm1", cfg.emb_dim);
+        let norm2 = LayerNorm::new(path / "norm2", cfg.emb_dim);
+        Ok(TransformerBlock {
+            att,
+            ff,
+            norm1,
+            norm2,
+            drop_shortcut: Dropout::new(cfg.drop_rate),
+        })
+    }
+
+    /// The trainable tensors in PyTorch's `parameters()` order.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        let mut p = self.att.parameters();
+        p.extend(self.ff.parameters());
+        p.extend(self.norm1.parameters());
+        p.extend(self.norm2.parameters());
+        p
+    }
+}
+
+impl ModuleT for TransformerBlock {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        // attention sublayer
+        let shortcut = x;
+        let h = self.norm1.forward(x);
+        let h = self.att.forward_t(&h, train);
+        let h = self.drop_shortcut.forward_t(&h, train);
+        let x = h + shortcut;
+        // feed-forward sublayer
+        let shortcut = &x;
+        let h = self.norm2.forward(&x);
+        let h = self.ff.forward(&h);
+        let h = self.drop_shortcut.forward_t(&h, train);
+        h + shortcut
+    }
+}
+
+/// The GPT model (§4.6): token and positional embeddings, dropout, the
+/// transformer blocks, a final layer norm and the linear output head (no
+/// bias). Input token ids `[batch, num_tokens]` (`Int64`), output logits
+/// `[batch, num_tokens, vocab_size]`.
+///
+/// ```
+/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::tch::{self, nn, nn::ModuleT, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 100, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 2,
+///                       ..GptConfig::gpt2_small() };
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let logits = model.forward_t(&Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0), false);
+/// assert_eq!(logits.size(), [1, 3, 100]);
+/// assert_eq!(model.num_parameters(), cfg.num_parameters());
+/// # Ok::<(), llm_core::model::ModelError>(())
+/// ```
+///
+/// # Panics
+/// `forward_t` panics when the input has more than `context_length` tokens.
+#[derive(Debug)]
+pub struct GptModel {
+    pub cfg: GptConfig,
+    pub tok_emb: init::Embedding,
+    pub pos_emb: init::Embedding,
+    pub drop_emb: Dropout,
+    pub trf_blocks: Vec<TransformerBlock>,
+    pub final_norm: LayerNorm,
+    pub out_head: nn::Linear,
+}
+
+impl GptModel {
+    /// Create the model under `path` in the book's order: `tok_emb`,
+    /// `pos_emb`, `trf_blocks.0` … `trf_blocks.{n_layers-1}`, `final_norm`,
+    /// `out_head`. Fails when `emb_dim` is not a multiple of `n_heads`.
+    pub fn new<'a, P: Borrow<Path<'a>>>(path: P, cfg: &GptConfig) -> Result<Self, ModelError> {
+        // fail before drawing anything (PyTorch would fail after the embeddings)
+        if cfg.n_heads <= 0 || cfg.emb_dim % cfg.n_heads != 0 {
+            return Err(AttentionError::HeadsDoNotDivide {
+                d_out: cfg.emb_dim,
+                num_heads: cfg.n_heads,
+            }
+            .into());
+        }
+        let path = path.borrow();
+        let tok_emb = init::embedding(path / "tok_emb", cfg.vocab_size, cfg.emb_dim);
+        let pos_emb = init::embedding(path / "pos_emb", cfg.context_length, cfg.emb_dim);
+        let blocks = path / "trf_blocks";
+        let trf_blocks = (0..cfg.n_layers)
+            .map(|i| TransformerBlock::new(&blocks / i, cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let final_norm = LayerNorm::new(path / "final_norm", cfg.emb_dim);
+        let out_head = init::linear(path / "out_head", cfg.emb_dim, cfg.vocab_size, false);
+        Ok(GptModel {
+            cfg: *cfg,
+            tok_emb,
+            pos_emb,
+            drop_emb: Dropout::new(cfg.drop_rate),
+            trf_blocks,
+            final_norm,
+            out_head,
+        })
+    }
+
+    /// The trainable tensors in PyTorch's `model.parameters()` order.
+    pub fn parameters(&self) -> Vec<&Tensor> {
+        let mut p = vec![&self.tok_emb.ws, &self.pos_emb.ws];
+        for block in &self.trf_blocks {
+            p.extend(block.parameters());
+        }
+        p.extend(self.final_norm.parameters());
+        p.extend(linear_parameters(&self.out_head));
+        p
+    }
+
+    /// Total number of parameters (`sum(p.numel() for p in model.parameters())`).
+    pub fn num_parameters(&self) -> i64 {
+        self.parameters().iter().map(|t| t.numel() as i64).sum()
+    }
+
+    /// Number of parameters when the output head shares the token embedding's
+    /// weights, as in OpenAI's GPT-2 (the book's `total_params_gpt2`).
+    pub fn num_parameters_tied(&self) -> i64 {
+        self.num_parameters() - self.out_head.ws.numel() as i64
+    }
+
+    /// Bytes the parameters take (4 per float32 parameter).
+    pub fn memory_bytes(&self) -> i64 {
+        self.parameters()
+            .iter()
+            .map(|t| (t.numel() * t.kind().elt_size_in_bytes()) as i64)
+            .sum()
+    }
+
+    /// [`GptModel::memory_bytes`] in MiB, as the book prints it ("621.83 MB").
+    pub fn memory_mb(&self) -> f64 {
+        self.memory_bytes() as f64 / (1024.0 * 1024.0)
+    }
+}
+
+impl ModuleT for GptModel {
+    fn forward_t(&self, in_idx: &Tensor, train: bool) -> Tensor {
+        let seq_len = in_idx.size()[1];
+        assert!(
+            seq_len <= self.cfg.context_length,
+            "the input has {seq_len} tokens, more than the model's context length {}",
+            self.cfg.context_length
+        );
+        let tok_embeds = self.tok_emb.forward(in_idx);
+        let positions = Tensor::arange(seq_len, (Kind::Int64, in_idx.device()));
+        let pos_embeds = self.pos_emb.forward(&positions);
+        let x = tok_embeds + pos_embeds;
+        let mut x = self.drop_emb.forward_t(&x, train);
+        for block in &self.trf_blocks {
+            x = block.forward_t(&x, train);
+        }
+        let x = self.final_norm.forward(&x);
+        self.out_head.forward(&x)
+    }
+}
+
+/// Greedy decoding (§4.7): append `max_new_tokens` tokens to `idx`
+/// (`[batch, num_tokens]`), each the argmax of the model's next-token
+/// distribution given at most the last `context_size` tokens. Runs without
+/// gradients and in evaluation mode (no dropout). Returns `[batch,
+/// num_tokens + max_new_tokens]`.
+///
+/// ```
+/// use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+/// use llm_core::tch::{self, nn, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 50, context_length: 4, emb_dim: 8, n_heads: 2, n_layers: 1,
+///                       ..GptConfig::gpt2_small() };
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let idx = Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0);
+/// let out = generate_text_simple(&model, &idx, 5, cfg.context_length); // crops to 4 tokens
+/// assert_eq!(out.size(), [1, 8]);
+/// # Ok::<(), llm_core::model::ModelError>(())
+/// ```
+pub fn generate_text_simple<M: ModuleT + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+) -> Tensor {
+    let mut idx = idx.shallow_clone();
+    for _ in 0..max_new_tokens {
+        let num_tokens = idx.size()[1];
+        let keep = num_tokens.min(context_size);
+        let idx_cond = idx.narrow(1, num_tokens - keep, keep);
+        let logits = tch::no_grad(|| model.forward_t(&idx_cond, false));
+        let logits = logits.select(1, -1);
+        let probas = logits.softmax(-1, None::<Kind>);
+        let idx_next = probas.argmax(-1, true);
+        idx = Tensor::cat(&[idx, idx_next], 1);
+    }
+    idx
+}
