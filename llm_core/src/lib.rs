@@ -27,6 +27,9 @@
 //! | [`dataset`] | ch. 2: `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
 //! | [`attention`] | ch. 3: self-attention, causal and multi-head attention (and a fused variant) |
 //! | [`model`] | ch. 4: `GptConfig`, `LayerNorm`, GELU, `TransformerBlock`, `GptModel`, `generate_text_simple` |
+//! | [`loss`] | ch. 5: `calc_loss_batch`, `calc_loss_loader`, perplexity |
+//! | [`generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id |
+//! | [`gpt2_weights`] | ch. 5: OpenAI's GPT-2 weights in the Hugging Face layout, loaded and exported |
 
 pub use plotters;
 pub use serde_json;
@@ -38,8 +41,11 @@ pub mod checkpoint;
 pub mod data;
 pub mod dataset;
 pub mod display;
+pub mod generate;
+pub mod gpt2_weights;
 pub mod init;
 pub mod loader;
+pub mod loss;
 pub mod model;
 pub mod plot;
 pub mod progress;
