@@ -182,10 +182,7 @@ impl Module for SelfAttentionV1 {
         let keys = x.matmul(&self.w_key);
         let queries = x.matmul(&self.w_query);
         let values = x.matmul(&self.w_value);
-        let attn_scores = queries.matmul(&keys.transpose(-2, -1));
-        let d_k = *keys.size().last().unwrap_or(&1) as f64;
-        let attn_weights = (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>);
-        attn_weights.matmul(&values)
+        attention_weights(&queries, &keys, None).matmul(&values)
     }
 }
 
@@ -229,11 +226,20 @@ impl Module for SelfAttentionV2 {
         let keys = self.w_key.forward(x);
         let queries = self.w_query.forward(x);
         let values = self.w_value.forward(x);
-        let attn_scores = queries.matmul(&keys.transpose(-2, -1));
-        let d_k = *keys.size().last().unwrap_or(&1) as f64;
-        let attn_weights = (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>);
-        attn_weights.matmul(&values)
+        attention_weights(&queries, &keys, None).matmul(&values)
     }
+}
+
+/// The attention weights `softmax(mask(Q Kᵀ) / √d_k)`, with `d_k` the
+/// size of the keys' last dimension; `mask` (true above the diagonal) sets
+/// those scores to −∞ first. Shared by every attention class of the chapter.
+fn attention_weights(queries: &Tensor, keys: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    let mut attn_scores = queries.matmul(&keys.transpose(-2, -1));
+    if let Some(mask) = mask {
+        attn_scores = attn_scores.masked_fill(mask, f64::NEG_INFINITY);
+    }
+    let d_k = *keys.size().last().unwrap_or(&1) as f64;
+    (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>)
 }
 
 /// Single-head causal self-attention with dropout (§3.5.3, `CausalAttention`).
@@ -294,12 +300,8 @@ impl ModuleT for CausalAttention {
         let keys = self.w_key.forward(x);
         let queries = self.w_query.forward(x);
         let values = self.w_value.forward(x);
-        let attn_scores = queries.matmul(&keys.transpose(-2, -1)).masked_fill(
-            &mask_for(&self.mask, num_tokens, x.device()),
-            f64::NEG_INFINITY,
-        );
-        let d_k = *keys.size().last().unwrap_or(&1) as f64;
-        let attn_weights = (attn_scores / d_k.sqrt()).softmax(-1, None::<Kind>);
+        let mask = mask_for(&self.mask, num_tokens, x.device());
+        let attn_weights = attention_weights(&queries, &keys, Some(&mask));
         let attn_weights = self.dropout.forward_t(&attn_weights, train);
         attn_weights.matmul(&values)
     }
@@ -464,14 +466,10 @@ impl MultiHeadAttention {
 impl ModuleT for MultiHeadAttention {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let num_tokens = x.size()[1];
-        let keys = split_heads(&self.w_key.forward(x), self.num_heads, self.head_dim);
-        let queries = split_heads(&self.w_query.forward(x), self.num_heads, self.head_dim);
-        let values = split_heads(&self.w_value.forward(x), self.num_heads, self.head_dim);
-        let attn_scores = queries.matmul(&keys.transpose(2, 3)).masked_fill(
-            &mask_for(&self.mask, num_tokens, x.device()),
-            f64::NEG_INFINITY,
-        );
-        let attn_weights = (attn_scores / (self.head_dim as f64).sqrt()).softmax(-1, None::<Kind>);
+        let [keys, queries, values] = [&self.w_key, &self.w_query, &self.w_value]
+            .map(|w| split_heads(&w.forward(x), self.num_heads, self.head_dim));
+        let mask = mask_for(&self.mask, num_tokens, x.device());
+        let attn_weights = attention_weights(&queries, &keys, Some(&mask));
         let attn_weights = self.dropout.forward_t(&attn_weights, train);
         let context_vec = combine_heads(&attn_weights.matmul(&values), self.d_out);
         self.out_proj.forward(&context_vec)
@@ -583,9 +581,8 @@ impl ModuleT for MhaSdpa {
              this attention layer was built for",
             self.context_length
         );
-        let keys = split_heads(&self.w_key.forward(x), self.num_heads, self.head_dim);
-        let queries = split_heads(&self.w_query.forward(x), self.num_heads, self.head_dim);
-        let values = split_heads(&self.w_value.forward(x), self.num_heads, self.head_dim);
+        let [keys, queries, values] = [&self.w_key, &self.w_query, &self.w_value]
+            .map(|w| split_heads(&w.forward(x), self.num_heads, self.head_dim));
         let dropout_p = if train { self.dropout } else { 0.0 };
         let context_vec = Tensor::scaled_dot_product_attention(
             &queries,
