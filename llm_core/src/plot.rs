@@ -345,17 +345,12 @@ impl LineChart {
 
     /// Save as an SVG file (written atomically; parent directories created).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
-        let svg = self.to_svg()?;
-        crate::checkpoint::write_bytes(path, svg.as_bytes())?;
-        Ok(())
+        save_svg(self.to_svg()?, path)
     }
 
     /// Rich display in the evcxr Jupyter kernel: the chart, inline.
     pub fn evcxr_display(&self) {
-        match self.to_svg() {
-            Ok(svg) => crate::display::emit("image/svg+xml", &svg),
-            Err(e) => eprintln!("{e}"),
-        }
+        display_svg(self.to_svg());
     }
 }
 
@@ -586,17 +581,26 @@ impl Heatmap {
 
     /// Save as an SVG file (written atomically).
     pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
-        let svg = self.to_svg()?;
-        crate::checkpoint::write_bytes(path, svg.as_bytes())?;
-        Ok(())
+        save_svg(self.to_svg()?, path)
     }
 
     /// Rich display in the evcxr Jupyter kernel.
     pub fn evcxr_display(&self) {
-        match self.to_svg() {
-            Ok(svg) => crate::display::emit("image/svg+xml", &svg),
-            Err(e) => eprintln!("{e}"),
-        }
+        display_svg(self.to_svg());
+    }
+}
+
+/// Write a rendered chart to `path` atomically (parent directories created).
+fn save_svg(svg: String, path: impl AsRef<Path>) -> Result<(), PlotError> {
+    crate::checkpoint::write_bytes(path, svg.as_bytes())?;
+    Ok(())
+}
+
+/// Show a rendered chart inline in evcxr, or say why it could not be drawn.
+fn display_svg(svg: Result<String, PlotError>) {
+    match svg {
+        Ok(svg) => crate::display::emit("image/svg+xml", &svg),
+        Err(e) => eprintln!("{e}"),
     }
 }
 
