@@ -151,6 +151,21 @@ impl Vocab {
         })
     }
 
+    /// Number of tokens.
+    fn len(&self) -> usize {
+        self.int_to_str.len()
+    }
+
+    /// The id of a token, if it is in the vocabulary.
+    fn id(&self, token: &str) -> Option<u32> {
+        self.str_to_int.get(token).copied()
+    }
+
+    /// The token of an id, if the id is in range.
+    fn token(&self, id: u32) -> Option<String> {
+        self.int_to_str.get(id as usize).cloned()
+    }
+
     fn decode(&self, ids: &[u32]) -> Result<String> {
         let words = ids
             .iter()
@@ -210,11 +225,7 @@ impl Tokenizer for SimpleTokenizerV1 {
         split_text(text)
             .into_iter()
             .map(|t| {
-                self.vocab
-                    .str_to_int
-                    .get(t)
-                    .copied()
-                    .ok_or_else(|| TokenizerError::UnknownToken {
+                self.vocab.id(t).ok_or_else(|| TokenizerError::UnknownToken {
                         token: t.to_string(),
                         hint: " (SimpleTokenizerV1 knows only the words of its text; SimpleTokenizerV2 maps unknown words to <|unk|>)",
                     })
@@ -227,15 +238,15 @@ impl Tokenizer for SimpleTokenizerV1 {
     }
 
     fn vocab_size(&self) -> usize {
-        self.vocab.int_to_str.len()
+        self.vocab.len()
     }
 
     fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.vocab.str_to_int.get(token).copied()
+        self.vocab.id(token)
     }
 
     fn id_to_token(&self, id: u32) -> Option<String> {
-        self.vocab.int_to_str.get(id as usize).cloned()
+        self.vocab.token(id)
     }
 }
 
@@ -298,7 +309,7 @@ impl Tokenizer for SimpleTokenizerV2 {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(split_text(text)
             .into_iter()
-            .map(|t| self.vocab.str_to_int.get(t).copied().unwrap_or(self.unk))
+            .map(|t| self.vocab.id(t).unwrap_or(self.unk))
             .collect())
     }
 
@@ -307,15 +318,15 @@ impl Tokenizer for SimpleTokenizerV2 {
     }
 
     fn vocab_size(&self) -> usize {
-        self.vocab.int_to_str.len()
+        self.vocab.len()
     }
 
     fn token_to_id(&self, token: &str) -> Option<u32> {
-        self.vocab.str_to_int.get(token).copied()
+        self.vocab.id(token)
     }
 
     fn id_to_token(&self, id: u32) -> Option<String> {
-        self.vocab.int_to_str.get(id as usize).cloned()
+        self.vocab.token(id)
     }
 }
 
