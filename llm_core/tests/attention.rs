@@ -1,8 +1,10 @@
 //! Chapter 3: the attention layers against the book's printed numbers, the
 //! PyTorch creation order and names, causality, and the fused variant.
 
+mod common;
+use common::rng_lock;
+
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
 
 use llm_core::attention::{
     causal_mask, inputs_your_journey, simplified_attention, AttentionError, CausalAttention,
@@ -12,12 +14,6 @@ use llm_core::attention::{
 use llm_core::init;
 use llm_core::tch::nn::{self, Module, ModuleT};
 use llm_core::tch::{self, Device, Kind, Tensor};
-
-/// Tests seed libtorch's global generator: one at a time.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn batch_of_two() -> Tensor {
     Tensor::stack(&[inputs_your_journey(), inputs_your_journey()], 0)

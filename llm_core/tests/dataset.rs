@@ -3,13 +3,8 @@
 
 mod common;
 
-use std::sync::Mutex;
-
 use llm_core::dataset::{create_dataloader_v1, DatasetError, GptDatasetV1};
 use llm_core::tch::Tensor;
-
-/// Tests that seed libtorch's global generator must not interleave.
-static RNG: Mutex<()> = Mutex::new(());
 
 fn rows(t: &Tensor) -> Vec<Vec<i64>> {
     Vec::<Vec<i64>>::try_from(t).unwrap()
@@ -17,7 +12,7 @@ fn rows(t: &Tensor) -> Vec<Vec<i64>> {
 
 #[test]
 fn batch_one_stride_one_is_the_books_first_two_batches() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = common::rng_lock();
     let text = common::read("the-verdict.txt");
     let loader = create_dataloader_v1(&text, 1, 4, 1, false, false).unwrap();
     assert_eq!(loader.len(), 5145 - 4);
@@ -32,7 +27,7 @@ fn batch_one_stride_one_is_the_books_first_two_batches() {
 
 #[test]
 fn batch_eight_stride_four_has_no_overlap() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = common::rng_lock();
     let text = common::read("the-verdict.txt");
     let loader = create_dataloader_v1(&text, 8, 4, 4, false, false).unwrap();
     let batches = loader.epoch();
@@ -54,7 +49,7 @@ fn batch_eight_stride_four_has_no_overlap() {
 
 #[test]
 fn chapter_five_split_gives_the_books_batch_counts() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = common::rng_lock();
     let text = common::read("the-verdict.txt");
     let split = (0.9 * text.len() as f64) as usize;
     assert_eq!(split, 18431);
@@ -71,7 +66,7 @@ fn chapter_five_split_gives_the_books_batch_counts() {
 
 #[test]
 fn shuffled_epochs_repeat_after_the_same_seed() {
-    let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
+    let _rng = common::rng_lock();
     let text = common::read("the-verdict.txt");
     let loader = create_dataloader_v1(&text, 4, 16, 16, true, false).unwrap();
     let epoch = || {

@@ -1,17 +1,12 @@
 //! Chapter 5.3: temperature, top-k and an end-of-text id in `generate`.
 
-use std::sync::{Mutex, MutexGuard};
+mod common;
+use common::rng_lock;
 
 use llm_core::generate::{generate, top_k_filter};
 use llm_core::model::{generate_text_simple, GptConfig, GptModel};
 use llm_core::tch::nn::ModuleT;
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
-
-/// Tests seed libtorch's global generator: one at a time.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 const CONTEXT: i64 = 6;
 

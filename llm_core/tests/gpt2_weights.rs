@@ -3,9 +3,9 @@
 //! (`shared/data/tiny-random-gpt2-ours`, oracle in `oracles/`).
 
 mod common;
+use common::rng_lock;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
 
 use llm_core::dataset::create_dataloader_v1;
 use llm_core::gpt2_weights::{
@@ -17,12 +17,6 @@ use llm_core::model::{generate_text_simple, GptConfig, GptModel};
 use llm_core::tch::nn::ModuleT;
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
 use llm_core::tokenizer::Tokenizer;
-
-/// Tests seed libtorch's global generator: one at a time.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tiny_dir() -> PathBuf {
     common::data_dir().join("tiny-random-gpt2-ours")

@@ -1,18 +1,13 @@
 //! Chapter 5.1: the loss of one batch and of a loader, and perplexity.
 
-use std::sync::{Mutex, MutexGuard};
+mod common;
+use common::rng_lock;
 
 use llm_core::loader::{draw_seed, TensorLoader};
 use llm_core::loss::{calc_loss_batch, calc_loss_loader, perplexity};
 use llm_core::model::{GptConfig, GptModel};
 use llm_core::tch::nn::ModuleT;
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
-
-/// Tests seed libtorch's global generator: one at a time.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tiny() -> (nn::VarStore, GptModel) {
     let cfg = GptConfig {

@@ -2,8 +2,10 @@
 //! creation order, names), the book's parameter counts and generated tokens,
 //! causality, and the building blocks.
 
+mod common;
+use common::rng_lock;
+
 use std::collections::BTreeSet;
-use std::sync::{Mutex, MutexGuard};
 
 use llm_core::init;
 use llm_core::model::{
@@ -12,12 +14,6 @@ use llm_core::model::{
 };
 use llm_core::tch::nn::{self, Module, ModuleT};
 use llm_core::tch::{self, Device, Kind, Tensor};
-
-/// Tests seed libtorch's global generator: one at a time.
-fn rng_lock() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn tiny(qkv_bias: bool) -> GptConfig {
     GptConfig {

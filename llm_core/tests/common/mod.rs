@@ -1,11 +1,18 @@
-//! Helpers shared by the integration tests: the data directory, the oracle
-//! file, and tokenizers loaded once per test binary.
+//! Helpers shared by the integration tests: the RNG lock, the data directory,
+//! the oracle file, and tokenizers loaded once per test binary.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
 use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer};
+
+/// Tests that seed libtorch's global generator must not interleave (cargo
+/// runs a test binary's tests on several threads): take this lock first.
+pub fn rng_lock() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// `$LLM_DATA_DIR`, else `shared/data` beside the checkout.
 pub fn data_dir() -> PathBuf {
