@@ -1,0 +1,426 @@
+//! The optimizer of chapters 5–7, `torch.optim.AdamW`, and appendix D's
+//! gradient clipping, written out on tensors.
+//!
+//! tch has an AdamW too, but its state (the moments and the step) cannot be
+//! read or restored, and a checkpoint needs both. This one performs, per
+//! parameter and in the same order, the same libtorch operations as
+//! PyTorch 2.13's single-tensor AdamW (the one PyTorch uses for CPU tensors),
+//! so a seeded run matches the book's code step for step:
+//!
+//! ```text
+//! step += 1
+//! param    *= 1 - lr * weight_decay                      (decoupled weight decay)
+//! exp_avg   = lerp(exp_avg, grad, 1 - beta1)
+//! exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * grad * grad
+//! denom     = sqrt(exp_avg_sq) / sqrt(1 - beta2^step) + eps
+//! param    -= lr / (1 - beta1^step) * exp_avg / denom
+//! ```
+//!
+//! ```
+//! use llm_core::optim::AdamW;
+//! use llm_core::tch::{nn, Device, Kind, Tensor};
+//!
+//! let vs = nn::VarStore::new(Device::Cpu);
+//! let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0]));
+//! let mut optimizer = AdamW::new(vec![("w".to_string(), w.shallow_clone())], 0.1, 0.0);
+//! for _ in 0..50 {
+//!     optimizer.zero_grad();
+//!     let loss = (&w * &w).sum(Kind::Float); // minimum at w = 0
+//!     loss.backward();
+//!     optimizer.step();
+//! }
+//! assert_eq!(optimizer.step_count(), 50);
+//! assert!(w.abs().max().double_value(&[]) < 0.2);
+//! ```
+
+use std::collections::HashMap;
+
+use tch::nn::VarStore;
+use tch::{Kind, Tensor};
+
+/// Errors from restoring an optimizer's state; each names the tensor.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OptimError {
+    #[error("optimizer state has no tensor {name:?} (saved from a different model?)")]
+    Missing { name: String },
+    #[error(
+        "optimizer state tensor {name:?} has shape {actual:?}, the parameter has {expected:?}"
+    )]
+    Shape {
+        name: String,
+        expected: Vec<i64>,
+        actual: Vec<i64>,
+    },
+    #[error("optimizer state has a tensor {name:?} that belongs to no parameter")]
+    Unexpected { name: String },
+}
+
+/// The two running averages AdamW keeps for one parameter.
+#[derive(Debug)]
+struct Moments {
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+/// `torch.optim.AdamW(params, lr, weight_decay)` with PyTorch's defaults
+/// `betas = (0.9, 0.999)`, `eps = 1e-8`. See the [module docs](self).
+///
+/// Parameters that do not require gradients (frozen layers, chapter 6) or
+/// have no gradient yet are skipped, as PyTorch skips those whose `.grad`
+/// is `None`; their moments stay unallocated until their first gradient.
+#[derive(Debug)]
+pub struct AdamW {
+    params: Vec<(String, Tensor)>,
+    moments: Vec<Option<Moments>>,
+    /// The learning rate of the next step (appendix D's schedule sets it before each step).
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub betas: (f64, f64),
+    pub eps: f64,
+    step: u64,
+}
+
+/// The named trainable tensors of a `VarStore`, in the order of `params`
+/// (e.g. [`crate::model::GptModel::parameters`], which is PyTorch's
+/// `model.parameters()` order). Each name is the tensor's name in the store,
+/// such as `trf_blocks.0.att.W_query.weight`; tensors of `params` that are not
+/// in the store are named `param.<i>`.
+pub fn named_parameters(vs: &VarStore, params: &[&Tensor]) -> Vec<(String, Tensor)> {
+    let by_ptr: HashMap<usize, String> = vs
+        .variables()
+        .into_iter()
+        .map(|(name, t)| (t.data_ptr() as usize, name))
+        .collect();
+    params
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let name = by_ptr
+                .get(&(t.data_ptr() as usize))
+                .cloned()
+                .unwrap_or_else(|| format!("param.{i}"));
+            (name, t.shallow_clone())
+        })
+        .collect()
+}
+
+impl AdamW {
+    /// AdamW over `params` (name, tensor) with learning rate `lr` and
+    /// decoupled weight decay `weight_decay` (the book uses 0.1).
+    pub fn new(params: Vec<(String, Tensor)>, lr: f64, weight_decay: f64) -> Self {
+        let moments = params.iter().map(|_| None).collect();
+        AdamW {
+            params,
+            moments,
+            lr,
+            weight_decay,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            step: 0,
+        }
+    }
+
+    /// The parameters this optimizer updates.
+    pub fn params(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// How many steps have been taken (PyTorch's `state[p]["step"]`).
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Zero every parameter's gradient (the book's `optimizer.zero_grad()`).
+    pub fn zero_grad(&mut self) {
+        for (_, p) in &mut self.params {
+            p.zero_grad();
+        }
+    }
+
+    /// One AdamW update of every parameter that has a gradient.
+    pub fn step(&mut self) {
+        self.step += 1;
+        let (beta1, beta2) = self.betas;
+        let step = self.step as f64;
+        // as PyTorch computes them, in double precision on the host
+        let bias_correction1 = 1.0 - beta1.powf(step);
+        let bias_correction2 = 1.0 - beta2.powf(step);
+        let step_size = self.lr / bias_correction1;
+        let bias_correction2_sqrt = bias_correction2.powf(0.5);
+        let decay = 1.0 - self.lr * self.weight_decay;
+        tch::no_grad(|| {
+            for ((_, param), moments) in self.params.iter_mut().zip(self.moments.iter_mut()) {
+                if !param.requires_grad() {
+                    continue;
+                }
+                let grad = param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let m = moments.get_or_insert_with(|| Moments {
+                    exp_avg: param.zeros_like(),
+                    exp_avg_sq: param.zeros_like(),
+                });
+                if self.weight_decay != 0.0 {
+                    let _ = param.f_mul_scalar_(decay);
+                }
+                let _ = m.exp_avg.lerp_(&grad, 1.0 - beta1);
+                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2).
+                // libtorch's addcmul computes self + (value * t1) * t2 (fused
+                // into one multiply-add where the CPU has FMA); tch's addcmul_
+                // has value 1, so scale t1 first: the same roundings.
+                let _ = m.exp_avg_sq.f_mul_scalar_(beta2);
+                let _ = m.exp_avg_sq.f_addcmul_(&(&grad * (1.0 - beta2)), &grad);
+                let mut denom = m.exp_avg_sq.sqrt() / bias_correction2_sqrt;
+                let _ = denom.f_add_scalar_(self.eps);
+                // param.addcdiv_(exp_avg, denom, value=-step_size): libtorch's
+                // addcdiv computes self + (value * t1) / t2; as above
+                let _ = param.f_addcdiv_(&(&m.exp_avg * -step_size), &denom);
+            }
+        });
+    }
+
+    /// The state to save: for each parameter with moments,
+    /// `<name>.exp_avg` and `<name>.exp_avg_sq` (the step is
+    /// [`AdamW::step_count`], saved separately).
+    pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut out = Vec::new();
+        for ((name, _), m) in self.params.iter().zip(&self.moments) {
+            if let Some(m) = m {
+                out.push((format!("{name}.exp_avg"), m.exp_avg.shallow_clone()));
+                out.push((format!("{name}.exp_avg_sq"), m.exp_avg_sq.shallow_clone()));
+            }
+        }
+        out
+    }
+
+    /// Restore the state saved by [`AdamW::state_tensors`] and the step.
+    /// Every tensor must belong to a parameter and have its shape; a
+    /// parameter without saved moments (it had no gradient yet) starts
+    /// fresh. On error nothing is changed.
+    pub fn load_state(
+        &mut self,
+        tensors: Vec<(String, Tensor)>,
+        step: u64,
+    ) -> Result<(), OptimError> {
+        let mut saved: HashMap<String, Tensor> = tensors.into_iter().collect();
+        let mut moments = Vec::with_capacity(self.params.len());
+        for (name, param) in &self.params {
+            let exp_avg = saved.remove(&format!("{name}.exp_avg"));
+            let exp_avg_sq = saved.remove(&format!("{name}.exp_avg_sq"));
+            let m = match (exp_avg, exp_avg_sq) {
+                (None, None) => None,
+                (Some(_), None) => {
+                    return Err(OptimError::Missing {
+                        name: format!("{name}.exp_avg_sq"),
+                    })
+                }
+                (None, Some(_)) => {
+                    return Err(OptimError::Missing {
+                        name: format!("{name}.exp_avg"),
+                    })
+                }
+                (Some(a), Some(b)) => {
+                    for (suffix, t) in [("exp_avg", &a), ("exp_avg_sq", &b)] {
+                        if t.size() != param.size() {
+                            return Err(OptimError::Shape {
+                                name: format!("{name}.{suffix}"),
+                                expected: param.size(),
+                                actual: t.size(),
+                            });
+                        }
+                    }
+                    let to = |t: Tensor| t.to_kind(Kind::Float).to_device(param.device());
+                    Some(Moments {
+                        exp_avg: to(a),
+                        exp_avg_sq: to(b),
+                    })
+                }
+            };
+            moments.push(m);
+        }
+        if let Some(name) = saved.into_keys().min() {
+            return Err(OptimError::Unexpected { name });
+        }
+        self.moments = moments;
+        self.step = step;
+        Ok(())
+    }
+}
+
+/// `torch.nn.utils.clip_grad_norm_(params, max_norm)` (appendix D.3): if the
+/// L2 norm of all gradients together exceeds `max_norm`, scale every gradient
+/// by `max_norm / (norm + 1e-6)`. Returns the norm before clipping. The same
+/// libtorch operations as PyTorch's CPU path: one norm per gradient, the norm
+/// of those norms, and the scale clamped at 1 and applied to every gradient.
+///
+/// ```
+/// use llm_core::optim::clip_grad_norm;
+/// use llm_core::tch::{Kind, Tensor};
+///
+/// let w = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);
+/// (&w * 1.0).sum(Kind::Float).backward();              // gradient [1, 1], norm √2
+/// (&w * &w).sum(Kind::Float).backward();               // adds [6, 8]: gradient [7, 9]
+/// let norm = clip_grad_norm(&[&w], 1.0);
+/// assert!((norm - (49.0f64 + 81.0).sqrt()).abs() < 1e-4);
+/// let clipped = w.grad().norm().double_value(&[]);
+/// assert!((clipped - 1.0).abs() < 1e-4);
+/// ```
+pub fn clip_grad_norm(params: &[&Tensor], max_norm: f64) -> f64 {
+    let grads: Vec<Tensor> = params
+        .iter()
+        .map(|p| p.grad())
+        .filter(|g| g.defined())
+        .collect();
+    if grads.is_empty() {
+        return 0.0;
+    }
+    tch::no_grad(|| {
+        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm()).collect();
+        let total_norm = Tensor::stack(&norms, 0).norm();
+        // PyTorch's `max_norm / (total_norm + 1e-6)` is `reciprocal(...) * max_norm`
+        let clip_coef = (&total_norm + 1e-6).reciprocal() * max_norm;
+        let clip_coef_clamped = clip_coef.clamp_max(1.0);
+        for g in &grads {
+            let _ = g.shallow_clone().f_mul_(&clip_coef_clamped);
+        }
+        total_norm.double_value(&[])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{nn, Device};
+
+    fn quadratic_problem() -> (nn::VarStore, Tensor) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs
+            .root()
+            .var_copy("w", &Tensor::from_slice(&[1.0f32, -2.0, 0.5]));
+        (vs, w)
+    }
+
+    fn train(opt: &mut AdamW, w: &Tensor, steps: usize) {
+        for _ in 0..steps {
+            opt.zero_grad();
+            ((w - 0.3) * (w - 0.3)).sum(Kind::Float).backward();
+            opt.step();
+        }
+    }
+
+    #[test]
+    fn first_step_moves_each_weight_by_lr_times_sign_of_gradient() {
+        // with bias correction, Adam's first step is lr * g / (|g| + eps')
+        let (_vs, w) = quadratic_problem();
+        let before = w.copy();
+        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.01, 0.0);
+        train(&mut opt, &w, 1);
+        let delta = Vec::<f32>::try_from(&w - &before).unwrap();
+        for (d, expected) in delta.iter().zip([-0.01f32, 0.01, -0.01]) {
+            assert!((d - expected).abs() < 1e-6, "{delta:?}");
+        }
+    }
+
+    #[test]
+    fn weight_decay_shrinks_weights_without_gradient_signal() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&[2.0f32]));
+        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.1, 0.5);
+        opt.zero_grad();
+        (&w * 0.0).sum(Kind::Float).backward();
+        opt.step();
+        // decay by 1 - lr*wd = 0.95; the Adam update of a zero gradient is 0
+        assert!((w.double_value(&[0]) - 1.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn restored_state_continues_exactly() {
+        let (_vs, w) = quadratic_problem();
+        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.05, 0.1);
+        train(&mut opt, &w, 3);
+        let saved: Vec<(String, Tensor)> = opt
+            .state_tensors()
+            .into_iter()
+            .map(|(n, t)| (n, t.copy()))
+            .collect();
+        let w_saved = w.copy();
+        train(&mut opt, &w, 4);
+        let uninterrupted = w.copy();
+
+        let (_vs2, w2) = quadratic_problem();
+        tch::no_grad(|| w2.shallow_clone().copy_(&w_saved));
+        let mut opt2 = AdamW::new(vec![("w".into(), w2.shallow_clone())], 0.05, 0.1);
+        opt2.load_state(saved, 3).unwrap();
+        train(&mut opt2, &w2, 4);
+        assert!(w2.equal(&uninterrupted));
+        assert_eq!(opt2.step_count(), 7);
+    }
+
+    #[test]
+    fn bad_state_names_the_tensor() {
+        let (_vs, w) = quadratic_problem();
+        let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.05, 0.1);
+        let z = Tensor::zeros([2], (Kind::Float, Device::Cpu));
+        let err = opt
+            .load_state(
+                vec![
+                    ("w.exp_avg".into(), z.copy()),
+                    ("w.exp_avg_sq".into(), z.copy()),
+                ],
+                1,
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("\"w.exp_avg\" has shape [2]"),
+            "{err}"
+        );
+        let z3 = Tensor::zeros([3], (Kind::Float, Device::Cpu));
+        let err = opt
+            .load_state(vec![("w.exp_avg".into(), z3.copy())], 1)
+            .unwrap_err();
+        assert!(err.to_string().contains("w.exp_avg_sq"), "{err}");
+        let err = opt
+            .load_state(vec![("v.exp_avg".into(), z3.copy())], 1)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("\"v.exp_avg\" that belongs to no parameter"),
+            "{err}"
+        );
+        assert_eq!(opt.step_count(), 0);
+    }
+
+    #[test]
+    fn frozen_parameters_are_not_touched() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32]));
+        let frozen = vs
+            .root()
+            .var_copy("frozen", &Tensor::from_slice(&[1.0f32]))
+            .set_requires_grad(false);
+        let mut opt = AdamW::new(
+            vec![
+                ("w".into(), w.shallow_clone()),
+                ("frozen".into(), frozen.shallow_clone()),
+            ],
+            0.1,
+            0.1,
+        );
+        opt.zero_grad();
+        (&w * &frozen).sum(Kind::Float).backward();
+        opt.step();
+        assert_eq!(frozen.double_value(&[0]), 1.0);
+        assert_ne!(w.double_value(&[0]), 1.0);
+        assert_eq!(opt.state_tensors().len(), 2);
+    }
+
+    #[test]
+    fn named_parameters_finds_store_names() {
+        let (vs, w) = quadratic_problem();
+        let loose = Tensor::zeros([1], (Kind::Float, Device::Cpu));
+        let named = named_parameters(&vs, &[&w, &loose]);
+        assert_eq!(named[0].0, "w");
+        assert_eq!(named[1].0, "param.1");
+    }
+}
