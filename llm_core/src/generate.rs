@@ -23,6 +23,45 @@
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
+use crate::tokenizer::{self, Tokenizer};
+
+/// The book's `text_to_token_ids` (§5.1.1): encode `text` and return the ids
+/// as a `[1, num_tokens]` tensor (a batch of one), ready for the model.
+///
+/// ```
+/// use llm_core::generate::{text_to_token_ids, token_ids_to_text};
+/// use llm_core::tokenizer::SimpleTokenizerV1;
+///
+/// let tokenizer = SimpleTokenizerV1::from_text("Every effort moves you.");
+/// let ids = text_to_token_ids("Every effort moves you", &tokenizer)?;
+/// assert_eq!(ids.size(), [1, 4]);
+/// assert_eq!(token_ids_to_text(&ids, &tokenizer)?, "Every effort moves you");
+/// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+/// ```
+pub fn text_to_token_ids<T: Tokenizer + ?Sized>(
+    text: &str,
+    tokenizer: &T,
+) -> tokenizer::Result<Tensor> {
+    let ids: Vec<i64> = tokenizer.encode(text)?.into_iter().map(i64::from).collect();
+    Ok(Tensor::from_slice(&ids).unsqueeze(0))
+}
+
+/// The book's `token_ids_to_text` (§5.1.1): decode a `[1, num_tokens]` (or
+/// `[num_tokens]`) tensor of ids back to text.
+pub fn token_ids_to_text<T: Tokenizer + ?Sized>(
+    token_ids: &Tensor,
+    tokenizer: &T,
+) -> tokenizer::Result<String> {
+    let ids: Vec<i64> =
+        Vec::try_from(token_ids.flatten(0, -1).to_kind(Kind::Int64)).unwrap_or_default();
+    // a negative id (such as chapter 7's -100) is reported as unknown id u32::MAX
+    let ids: Vec<u32> = ids
+        .into_iter()
+        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
+        .collect();
+    tokenizer.decode(&ids)
+}
+
 /// Keep the `k` largest logits of each row (`[batch, vocab]`) and set every
 /// value below the `k`-th largest to −∞ (§5.3.2). Ties with the `k`-th
 /// largest are kept, as in the book. `k` is clamped to `1..=vocab`.

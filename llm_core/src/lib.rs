@@ -20,15 +20,18 @@
 //! | [`data`] | named data files: a local directory, the cache, or a verified download |
 //! | [`init`] | layers initialised exactly as PyTorch's defaults (so seeded runs match the book) |
 //! | [`loader`] | mini-batch index order drawn from libtorch's RNG as PyTorch's `DataLoader` does |
-//! | [`checkpoint`] | crash-safe (write, then rename) safetensors files |
+//! | [`checkpoint`] | crash-safe (write, then rename) safetensors files and training checkpoints |
 //! | [`plot`] | line charts as SVG, inline in Jupyter or saved to a file |
 //! | [`progress`] | an in-place progress line for long loops |
+//! | [`rng`] | libtorch's generator state, saved and restored (exact resumes) |
 //! | [`tokenizer`] | ch. 2: `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BpeTokenizer`) |
 //! | [`dataset`] | ch. 2: `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
 //! | [`attention`] | ch. 3: self-attention, causal and multi-head attention (and a fused variant) |
 //! | [`model`] | ch. 4: `GptConfig`, `LayerNorm`, GELU, `TransformerBlock`, `GptModel`, `generate_text_simple` |
 //! | [`loss`] | ch. 5: `calc_loss_batch`, `calc_loss_loader`, perplexity |
-//! | [`generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id |
+//! | [`generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id; `text_to_token_ids`, `token_ids_to_text` |
+//! | [`optim`] | ch. 5: `AdamW` (its state can be saved) and gradient clipping |
+//! | [`train`] | ch. 5 and appendix D: `train_model_simple`, `train_model`, the learning-rate schedule |
 //! | [`gpt2_weights`] | ch. 5: OpenAI's GPT-2 weights in the Hugging Face layout, loaded and exported |
 
 pub use plotters;
@@ -47,10 +50,13 @@ pub mod init;
 pub mod loader;
 pub mod loss;
 pub mod model;
+pub mod optim;
 pub mod plot;
 pub mod progress;
+pub mod rng;
 pub mod settings;
 pub mod tokenizer;
+pub mod train;
 
 pub use settings::Settings;
 

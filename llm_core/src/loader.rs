@@ -190,6 +190,27 @@ impl BatchSampler {
     }
 }
 
+/// What the training and evaluation loops need from a data loader: the
+/// number of batches per epoch and one epoch's `(inputs, targets)` batches,
+/// drawn from libtorch's global generator as a `for` loop over a PyTorch
+/// `DataLoader` draws. [`TensorLoader`] is one; chapter 7's loader, whose
+/// batches differ in length, is another.
+pub trait DataLoader {
+    /// Number of batches per epoch.
+    fn num_batches(&self) -> usize;
+    /// One epoch's batches.
+    fn batches(&self) -> Vec<(Tensor, Tensor)>;
+}
+
+impl DataLoader for TensorLoader {
+    fn num_batches(&self) -> usize {
+        self.len()
+    }
+    fn batches(&self) -> Vec<(Tensor, Tensor)> {
+        self.epoch()
+    }
+}
+
 /// A loader over in-memory tensors: `inputs[i]` and `targets[i]` are example
 /// `i`. Each call to [`TensorLoader::epoch`] draws like one `for` loop over a
 /// PyTorch `DataLoader` of a `TensorDataset`.

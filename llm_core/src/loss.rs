@@ -30,7 +30,7 @@
 use tch::nn::ModuleT;
 use tch::{Device, Reduction, Tensor};
 
-use crate::loader::TensorLoader;
+use crate::loader::DataLoader;
 
 /// The book's `calc_loss_batch`: the model's logits for `input_batch`
 /// (`[batch, num_tokens]` token ids) flattened to `[batch * num_tokens,
@@ -83,7 +83,8 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
 /// when `None`; at most `data_loader.len()`), in evaluation mode (no
 /// dropout) and without gradients.
 ///
-/// The batches come from [`TensorLoader::epoch`], so a call draws from
+/// The batches come from [`DataLoader::batches`] (for a
+/// [`crate::loader::TensorLoader`], its `epoch`), so a call draws from
 /// libtorch's global generator exactly as a `for` loop over a PyTorch
 /// `DataLoader` does (once, or twice when shuffled), and seeded runs keep
 /// matching the book's afterwards.
@@ -108,19 +109,20 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
 /// assert!(calc_loss_loader(&loader, &model, Device::Cpu, None).is_nan());
 /// # Ok::<(), llm_core::model::ModelError>(())
 /// ```
-pub fn calc_loss_loader<M: ModuleT + ?Sized>(
-    data_loader: &TensorLoader,
+pub fn calc_loss_loader<M: ModuleT + ?Sized, L: DataLoader + ?Sized>(
+    data_loader: &L,
     model: &M,
     device: Device,
     num_batches: Option<usize>,
 ) -> f64 {
-    if data_loader.is_empty() {
+    let len = data_loader.num_batches();
+    if len == 0 {
         return f64::NAN;
     }
-    let num_batches = num_batches.map_or(data_loader.len(), |n| n.min(data_loader.len()));
+    let num_batches = num_batches.map_or(len, |n| n.min(len));
     let total_loss: f64 = tch::no_grad(|| {
         data_loader
-            .epoch()
+            .batches()
             .into_iter()
             .take(num_batches)
             .map(|(input_batch, target_batch)| {

@@ -172,6 +172,19 @@ impl Progress {
         self.last_draw = Some(Instant::now());
     }
 
+    /// Print a whole line of text (such as an evaluation result) above the
+    /// progress line, which is redrawn below it at the next step.
+    pub fn println(&mut self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = match self.mode {
+            Mode::InPlace(_) if self.last_draw.is_some() => writeln!(out, "\r{text:<100}"),
+            _ => writeln!(out, "{text}"),
+        };
+        let _ = out.flush();
+        // redraw the progress line at the next step
+        self.last_draw = None;
+    }
+
     /// Draw the final line and end it with a newline.
     pub fn finish(&mut self) {
         if !self.finished {
