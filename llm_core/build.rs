@@ -3,13 +3,15 @@
 //!    LD_LIBRARY_PATH. torch-sys (`links = "tch"`) publishes the directory it
 //!    linked against as `cargo:libtorch_lib`, which Cargo exposes to direct
 //!    dependants as DEP_TCH_LIBTORCH_LIB.
-//! 2. Compile `csrc/rng_state.cpp` (libtorch's generator state, for
-//!    `llm_core::rng`) against the headers next to that lib dir.
+//! 2. Compile `csrc/*.cpp` (libtorch's generator state for `llm_core::rng`;
+//!    PyTorch's exact AdamW step and `set_to_none` for `llm_core::optim`)
+//!    against the headers next to that lib dir.
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/rng_state.cpp");
+    println!("cargo:rerun-if-changed=csrc/adamw.cpp");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not publish its libtorch lib dir (DEP_TCH_LIBTORCH_LIB)");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -31,5 +33,6 @@ fn main() {
         .flag("-D_GLIBCXX_USE_CXX11_ABI=1")
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/rng_state.cpp")
-        .compile("llm_rng_state");
+        .file("csrc/adamw.cpp")
+        .compile("llm_aten_shim");
 }

@@ -6,6 +6,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LLM_RS_ROOT"
 t0=$(date +%s)
 [ -n "${LIBTORCH:-}" ] || { echo "test: libtorch not found; run scripts/setup.sh first" >&2; exit 1; }
+# No network at test time: a file missing from LLM_DATA_DIR is an error, never a download.
+export LLM_OFFLINE=1
 echo "LLM_DATA_DIR=${LLM_DATA_DIR:-<unset: files are downloaded into $LLM_RS_CACHE/data>}"
 
 step "cargo fmt --check";  cargo fmt --all -- --check;                     step_done

@@ -222,7 +222,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Download `url` to `dest`: into `dest.partial-<pid>` first, check the sha256
-/// when one is given, then rename into place. On any failure nothing is left
+/// (the one given, else the one the server states in `x-linked-etag`, as
+/// Hugging Face does for large files), then rename into place. On any failure nothing is left
 /// at `dest` and the partial file is removed.
 pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), DataError> {
     if let Some(parent) = dest.parent() {
@@ -235,13 +236,13 @@ pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), Data
             .unwrap_or_default(),
         std::process::id()
     ));
-    let result = fetch_into(url, &tmp, dest).and_then(|actual| {
-        if let Some(expected) = sha256 {
-            if !actual.eq_ignore_ascii_case(expected) {
+    let result = fetch_into(url, &tmp, dest).and_then(|(actual, stated)| {
+        if let Some(expected) = sha256.map(str::to_string).or(stated) {
+            if !actual.eq_ignore_ascii_case(&expected) {
                 return Err(DataError::Checksum {
                     path: dest.to_path_buf(),
                     url: url.to_string(),
-                    expected: expected.to_string(),
+                    expected,
                     actual,
                 });
             }
@@ -254,14 +255,28 @@ pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), Data
     result
 }
 
-/// Stream the body into `tmp`, returning its sha256.
-fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<String, DataError> {
+/// Stream the body into `tmp`, returning its sha256 and the sha256 the
+/// server states for it (Hugging Face sends a Git LFS file's in
+/// `x-linked-etag`).
+fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<(String, Option<String>), DataError> {
     let fail = |reason: String| DataError::Download {
         url: url.to_string(),
         reason,
         hint: dest.to_path_buf(),
     };
+    let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    if offline() && !loopback {
+        return Err(fail("downloads are off (LLM_OFFLINE is set)".to_string()));
+    }
     let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let stated = response
+        .headers()
+        .get("x-linked-etag")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_matches('"').to_ascii_lowercase())
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
     let total: Option<u64> = response
         .headers()
         .get("content-length")
@@ -295,7 +310,81 @@ fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<String, DataError> {
             return Err(fail(format!("got {done} of {t} bytes")));
         }
     }
-    Ok(hex(&hasher.finalize()))
+    Ok((hex(&hasher.finalize()), stated))
+}
+
+/// True when `LLM_OFFLINE` is set (to anything but `0` or empty): no file is
+/// downloaded, a missing one is an error at once. The test suite sets it.
+pub fn offline() -> bool {
+    std::env::var("LLM_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// The Hugging Face repositories of OpenAI's four GPT-2 sizes, under the
+/// book's names ([`crate::model::MODEL_NAMES`]).
+pub const GPT2_REPOS: [(&str, &str); 4] = [
+    ("gpt2-small (124M)", "openai-community/gpt2"),
+    ("gpt2-medium (355M)", "openai-community/gpt2-medium"),
+    ("gpt2-large (774M)", "openai-community/gpt2-large"),
+    ("gpt2-xl (1558M)", "openai-community/gpt2-xl"),
+];
+
+/// The directory holding `config.json` and `model.safetensors` of one of
+/// OpenAI's GPT-2 models (`model_name` as in the book, e.g.
+/// `"gpt2-small (124M)"`, or the repository name, e.g. `"openai-community/gpt2"`),
+/// for [`crate::gpt2_weights::load_gpt2`].
+///
+/// Looked up as every data file: `$LLM_DATA_DIR/<repo>/`, then the cache,
+/// else downloaded from `https://huggingface.co/<repo>/resolve/main/` with a
+/// progress line (498 MB for the 124M model), checked against the sha256
+/// the hub states, and renamed into place only when complete.
+///
+/// ```no_run
+/// let dir = llm_core::data::gpt2_weights_dir("gpt2-small (124M)")?;
+/// assert!(dir.join("model.safetensors").is_file());
+/// # Ok::<(), llm_core::data::DataError>(())
+/// ```
+pub fn gpt2_weights_dir(model_name: &str) -> Result<PathBuf, DataError> {
+    let repo = GPT2_REPOS
+        .iter()
+        .find(|(name, repo)| *name == model_name || *repo == model_name)
+        .map(|(_, repo)| *repo)
+        .ok_or_else(|| DataError::Unknown {
+            name: model_name.to_string(),
+            known: GPT2_REPOS
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?;
+    DataStore::from_env().hf_dir(repo, &["config.json", "model.safetensors"])
+}
+
+impl DataStore {
+    /// A directory of files from a Hugging Face repository (see
+    /// [`gpt2_weights_dir`]): the local copy when it has every file, else
+    /// the cache, downloading what is missing.
+    pub fn hf_dir(&self, repo: &str, files: &[&str]) -> Result<PathBuf, DataError> {
+        let complete = |dir: &Path| files.iter().all(|f| dir.join(f).is_file());
+        if let Some(local) = &self.local_dir {
+            let dir = local.join(repo);
+            if complete(&dir) {
+                return Ok(dir);
+            }
+        }
+        let dir = self.cache_dir.join(repo);
+        for f in files {
+            let dest = dir.join(f);
+            if dest.is_file() {
+                continue;
+            }
+            let url = format!("https://huggingface.co/{repo}/resolve/main/{f}");
+            if self.verbose {
+                println!("downloading {repo}/{f} from {url}");
+            }
+            download(&url, &dest, None)?;
+        }
+        Ok(dir)
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +396,11 @@ mod tests {
 
     /// A one-shot HTTP server on 127.0.0.1 that answers every request with `body`.
     fn serve(body: &'static [u8], requests: usize) -> String {
+        serve_with(body, requests, "")
+    }
+
+    /// [`serve`] with extra header lines (each ending in `\r\n`).
+    fn serve_with(body: &'static [u8], requests: usize, headers: &'static str) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {
@@ -318,7 +412,7 @@ mod tests {
                     line.clear();
                 }
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n",
                     body.len()
                 );
                 stream.write_all(head.as_bytes()).unwrap();
@@ -354,6 +448,50 @@ mod tests {
         assert!(matches!(err, DataError::Checksum { .. }), "{err}");
         assert!(err.to_string().contains("file.txt"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_servers_stated_sha256_is_checked() {
+        let good = serve_with(
+            BODY,
+            1,
+            Box::leak(format!("x-linked-etag: \"{}\"\r\n", sha(BODY)).into_boxed_str()),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        download(&good, &dir.path().join("good.bin"), None).unwrap();
+        let bad = serve_with(BODY, 1, "x-linked-etag: \"0000000000000000000000000000000000000000000000000000000000000000\"\r\n");
+        let err = download(&bad, &dir.path().join("bad.bin"), None).unwrap_err();
+        assert!(matches!(err, DataError::Checksum { .. }), "{err}");
+        assert!(!dir.path().join("bad.bin").exists());
+    }
+
+    #[test]
+    fn gpt2_dir_is_found_locally_by_book_name_or_repo() {
+        let local = tempfile::tempdir().unwrap();
+        let repo = local.path().join("openai-community/gpt2");
+        fs::create_dir_all(&repo).unwrap();
+        for f in ["config.json", "model.safetensors"] {
+            fs::write(repo.join(f), b"x").unwrap();
+        }
+        let store = DataStore {
+            local_dir: Some(local.path().to_path_buf()),
+            cache_dir: local.path().join("cache"),
+            verbose: false,
+        };
+        assert_eq!(
+            store
+                .hf_dir(
+                    "openai-community/gpt2",
+                    &["config.json", "model.safetensors"]
+                )
+                .unwrap(),
+            repo
+        );
+        let err = gpt2_weights_dir("gpt2-tiny").unwrap_err().to_string();
+        assert!(
+            err.contains("gpt2-tiny") && err.contains("gpt2-small (124M)"),
+            "{err}"
+        );
     }
 
     #[test]

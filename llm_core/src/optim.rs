@@ -4,8 +4,10 @@
 //! tch has an AdamW too, but its state (the moments and the step) cannot be
 //! read or restored, and a checkpoint needs both. This one performs, per
 //! parameter and in the same order, the same libtorch operations as
-//! PyTorch 2.13's single-tensor AdamW (the one PyTorch uses for CPU tensors),
-//! so a seeded run matches the book's code step for step:
+//! PyTorch 2.13's single-tensor AdamW (the one PyTorch uses for CPU tensors;
+//! a few lines of C++ in `csrc/adamw.cpp`, since tch's `addcmul_`/`addcdiv_`
+//! lack the `value` argument), so a seeded run matches the book's code step
+//! for step:
 //!
 //! ```text
 //! step += 1
@@ -37,6 +39,31 @@ use std::collections::HashMap;
 
 use tch::nn::VarStore;
 use tch::{Kind, Tensor};
+
+// csrc/adamw.cpp
+extern "C" {
+    fn llm_optim_last_error() -> *const std::os::raw::c_char;
+    fn llm_adamw_single_tensor(
+        param: *mut torch_sys::C_tensor,
+        grad: *mut torch_sys::C_tensor,
+        exp_avg: *mut torch_sys::C_tensor,
+        exp_avg_sq: *mut torch_sys::C_tensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        step: f64,
+    ) -> i32;
+    fn llm_grad_set_to_none(param: *mut torch_sys::C_tensor);
+}
+
+fn shim_error() -> String {
+    // SAFETY: the shim returns a NUL-terminated thread-local buffer.
+    unsafe { std::ffi::CStr::from_ptr(llm_optim_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
 
 /// Errors from restoring an optimizer's state; each names the tensor.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,10 +157,13 @@ impl AdamW {
         self.step
     }
 
-    /// Zero every parameter's gradient (the book's `optimizer.zero_grad()`).
+    /// Drop every parameter's gradient (the book's `optimizer.zero_grad()`,
+    /// which sets them to `None`): the next backward pass writes them fresh,
+    /// without a zero fill or an accumulation.
     pub fn zero_grad(&mut self) {
         for (_, p) in &mut self.params {
-            p.zero_grad();
+            // SAFETY: a tch tensor handle is a libtorch `at::Tensor*`.
+            unsafe { llm_grad_set_to_none(p.as_mut_ptr()) };
         }
     }
 
@@ -142,12 +172,6 @@ impl AdamW {
         self.step += 1;
         let (beta1, beta2) = self.betas;
         let step = self.step as f64;
-        // as PyTorch computes them, in double precision on the host
-        let bias_correction1 = 1.0 - beta1.powf(step);
-        let bias_correction2 = 1.0 - beta2.powf(step);
-        let step_size = self.lr / bias_correction1;
-        let bias_correction2_sqrt = bias_correction2.powf(0.5);
-        let decay = 1.0 - self.lr * self.weight_decay;
         tch::no_grad(|| {
             for ((_, param), moments) in self.params.iter_mut().zip(self.moments.iter_mut()) {
                 if !param.requires_grad() {
@@ -161,21 +185,24 @@ impl AdamW {
                     exp_avg: param.zeros_like(),
                     exp_avg_sq: param.zeros_like(),
                 });
-                if self.weight_decay != 0.0 {
-                    let _ = param.f_mul_scalar_(decay);
-                }
-                let _ = m.exp_avg.lerp_(&grad, 1.0 - beta1);
-                // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2).
-                // libtorch's addcmul computes self + (value * t1) * t2 (fused
-                // into one multiply-add where the CPU has FMA); tch's addcmul_
-                // has value 1, so scale t1 first: the same roundings.
-                let _ = m.exp_avg_sq.f_mul_scalar_(beta2);
-                let _ = m.exp_avg_sq.f_addcmul_(&(&grad * (1.0 - beta2)), &grad);
-                let mut denom = m.exp_avg_sq.sqrt() / bias_correction2_sqrt;
-                let _ = denom.f_add_scalar_(self.eps);
-                // param.addcdiv_(exp_avg, denom, value=-step_size): libtorch's
-                // addcdiv computes self + (value * t1) / t2; as above
-                let _ = param.f_addcdiv_(&(&m.exp_avg * -step_size), &denom);
+                let (mut grad, lr, wd, eps) = (grad, self.lr, self.weight_decay, self.eps);
+                // SAFETY: tch's tensor handles are libtorch `at::Tensor*`; all
+                // four are defined and of the parameter's shape.
+                let rc = unsafe {
+                    llm_adamw_single_tensor(
+                        param.as_mut_ptr(),
+                        grad.as_mut_ptr(),
+                        m.exp_avg.as_mut_ptr(),
+                        m.exp_avg_sq.as_mut_ptr(),
+                        lr,
+                        beta1,
+                        beta2,
+                        wd,
+                        eps,
+                        step,
+                    )
+                };
+                assert_eq!(rc, 0, "AdamW step failed: {}", shim_error());
             }
         });
     }

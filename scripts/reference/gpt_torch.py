@@ -284,19 +284,32 @@ def bench(args):
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
     model.train()
     tokens, t0 = 0, None
+    phases = [0.0] * 4  # zero_grad, forward+loss, backward, step
     for step, (x, y) in enumerate(train_loader):
         if step == 1:  # the first step warms up the allocator; time the rest
-            t0, tokens = time.perf_counter(), 0
+            t0, tokens, phases = time.perf_counter(), 0, [0.0] * 4
+        t = [time.perf_counter()]
+
+        def lap(i):
+            now = time.perf_counter()
+            phases[i] += now - t[0]
+            t[0] = now
         optimizer.zero_grad()
+        lap(0)
         loss = calc_loss_batch(x, y, model, "cpu")
+        lap(1)
         loss.backward()
+        lap(2)
         optimizer.step()
+        lap(3)
         tokens += x.numel()
     elapsed = time.perf_counter() - t0
     n_params = sum(p.numel() for p in model.parameters())
     print(f"torch_threads {torch.get_num_threads()}")
     print(f"torch_params {n_params}")
     print(f"torch_train_tokens_per_s {tokens / elapsed:.1f}")
+    for name, sec in zip(["zero_grad", "forward", "backward", "step"], phases):
+        print(f"torch_{name}_s {sec:.2f}")
 
 
 def matmul_peak(args):
