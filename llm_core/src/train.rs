@@ -87,7 +87,7 @@ pub enum TrainError {
 ///
 /// `train_losses`, `val_losses`, `track_tokens_seen` and `eval_steps` have one
 /// entry per evaluation; `track_lrs` one per step; `samples` one per epoch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainHistory {
     pub train_losses: Vec<f64>,
     pub val_losses: Vec<f64>,
@@ -98,6 +98,9 @@ pub struct TrainHistory {
     pub track_lrs: Vec<f64>,
     /// The greedy sample generated after each epoch.
     pub samples: Vec<String>,
+    /// `(global step, sample)` every [`TrainOptions::sample_every`] steps.
+    #[serde(default)]
+    pub step_samples: Vec<(i64, String)>,
     /// Epochs finished so far.
     pub epochs_completed: usize,
     /// The last step taken, counted from 0 (−1 before the first).
@@ -110,13 +113,30 @@ pub struct TrainHistory {
     pub train_seconds: f64,
 }
 
+impl Default for TrainHistory {
+    /// A history before the first step (`global_step = -1`, as the book).
+    fn default() -> Self {
+        TrainHistory {
+            train_losses: Vec::new(),
+            val_losses: Vec::new(),
+            track_tokens_seen: Vec::new(),
+            eval_steps: Vec::new(),
+            track_lrs: Vec::new(),
+            samples: Vec::new(),
+            step_samples: Vec::new(),
+            epochs_completed: 0,
+            global_step: -1,
+            tokens_seen: 0,
+            steps_per_epoch: 0,
+            train_seconds: 0.0,
+        }
+    }
+}
+
 impl TrainHistory {
     /// A history before the first step (`global_step = -1`, as the book).
     pub fn new() -> Self {
-        TrainHistory {
-            global_step: -1,
-            ..Default::default()
-        }
+        Self::default()
     }
 
     /// The epoch (fractional) at which each evaluation happened, for the
@@ -191,6 +211,9 @@ pub struct TrainOptions<'a> {
     pub start_context: &'a str,
     /// Tokens generated for that sample (book: 50).
     pub sample_tokens: i64,
+    /// Also generate a sample every this many steps (0: only after each
+    /// epoch, as the book), to watch the text improve within long epochs.
+    pub sample_every: usize,
     /// Where the batches go (`Device::Cpu` or a GPU).
     pub device: Device,
     /// Save a checkpoint after each epoch.
@@ -210,6 +233,7 @@ impl Default for TrainOptions<'_> {
             eval_iter: 5,
             start_context: "Every effort moves you",
             sample_tokens: 50,
+            sample_every: 0,
             device: Device::Cpu,
             checkpoint: None,
             resume: None,
@@ -370,7 +394,7 @@ where
     if steps_per_epoch == 0 {
         return Err(TrainError::EmptyLoader);
     }
-    let mut history = opts.resume.clone().unwrap_or_else(TrainHistory::new);
+    let mut history = opts.resume.clone().unwrap_or_default();
     history.steps_per_epoch = steps_per_epoch;
     let first_epoch = history.epochs_completed;
     let total = opts.num_epochs.saturating_sub(first_epoch) * steps_per_epoch;
@@ -399,7 +423,9 @@ where
             let loss = calc_loss_batch(&input_batch, &target_batch, model, opts.device, true);
             let loss_value = loss.double_value(&[]);
             if !loss_value.is_finite() {
-                bar.finish();
+                if !opts.quiet {
+                    bar.finish();
+                }
                 return Err(TrainError::NonFinite {
                     loss: loss_value,
                     epoch: epoch + 1,
@@ -437,6 +463,19 @@ where
                     ));
                 }
             }
+            if opts.sample_every > 0 && (global_step + 1) % opts.sample_every as i64 == 0 {
+                let sample = generate_and_print_sample(
+                    model,
+                    tokenizer,
+                    opts.device,
+                    opts.start_context,
+                    opts.sample_tokens,
+                )?;
+                if !opts.quiet {
+                    bar.println(&format!("[step {}] {sample}", global_step + 1));
+                }
+                history.step_samples.push((global_step + 1, sample));
+            }
             bar.inc(1);
         }
         let sample = generate_and_print_sample(
@@ -456,7 +495,9 @@ where
             checkpoint::save_training_checkpoint(&c.dir, c.vs, &model.cfg, optimizer, &history)?;
         }
     }
-    bar.finish();
+    if !opts.quiet {
+        bar.finish();
+    }
     history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
     Ok(history)
 }
