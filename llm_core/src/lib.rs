@@ -32,6 +32,7 @@
 //! | [`generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id; `text_to_token_ids`, `token_ids_to_text` |
 //! | [`optim`] | ch. 5: `AdamW` (its state can be saved) and gradient clipping |
 //! | [`train`] | ch. 5 and appendix D: `train_model_simple`, `train_model`, the learning-rate schedule |
+//! | [`spam`] | ch. 6: the SMS Spam Collection, the book's balanced split, `SpamDataset` |
 //! | [`gpt2_weights`] | ch. 5: OpenAI's GPT-2 weights in the Hugging Face layout, loaded and exported |
 
 pub use plotters;
@@ -55,6 +56,7 @@ pub mod plot;
 pub mod progress;
 pub mod rng;
 pub mod settings;
+pub mod spam;
 pub mod tokenizer;
 pub mod train;
 
