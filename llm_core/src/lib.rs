@@ -32,6 +32,7 @@
 //! | [`generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id; `text_to_token_ids`, `token_ids_to_text` |
 //! | [`optim`] | ch. 5: `AdamW` (its state can be saved) and gradient clipping |
 //! | [`train`] | ch. 5 and appendix D: `train_model_simple`, `train_model`, the learning-rate schedule |
+//! | [`classifier`] | ch. 6: the classification head, frozen layers, last-token loss and accuracy, `train_classifier_simple`, `classify_review` |
 //! | [`spam`] | ch. 6: the SMS Spam Collection, the book's balanced split, `SpamDataset` |
 //! | [`gpt2_weights`] | ch. 5: OpenAI's GPT-2 weights in the Hugging Face layout, loaded and exported |
 
@@ -42,6 +43,7 @@ pub use tokenizers;
 
 pub mod attention;
 pub mod checkpoint;
+pub mod classifier;
 pub mod data;
 pub mod dataset;
 pub mod display;
