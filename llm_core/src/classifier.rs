@@ -185,20 +185,9 @@ pub fn calc_loss_loader<M: ModuleT + ?Sized, L: DataLoader + ?Sized>(
     device: Device,
     num_batches: Option<usize>,
 ) -> f64 {
-    let len = data_loader.num_batches();
-    if len == 0 {
-        return f64::NAN;
-    }
-    let n = num_batches.map_or(len, |k| k.min(len));
-    let total: f64 = tch::no_grad(|| {
-        data_loader
-            .batches()
-            .into_iter()
-            .take(n)
-            .map(|(x, y)| calc_loss_batch(&x, &y, model, device, false).double_value(&[]))
-            .sum()
-    });
-    total / n as f64
+    crate::loss::mean_over_batches(data_loader, num_batches, |x, y| {
+        calc_loss_batch(x, y, model, device, false).double_value(&[])
+    })
 }
 
 /// The book's `calc_accuracy_loader`: the share of correctly classified

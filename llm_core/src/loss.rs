@@ -115,22 +115,38 @@ pub fn calc_loss_loader<M: ModuleT + ?Sized, L: DataLoader + ?Sized>(
     device: Device,
     num_batches: Option<usize>,
 ) -> f64 {
+    mean_over_batches(data_loader, num_batches, |input_batch, target_batch| {
+        calc_loss_batch(input_batch, target_batch, model, device, false).double_value(&[])
+    })
+}
+
+/// The mean of `batch_value` over the first `num_batches` batches of one
+/// epoch of `data_loader` (all of them when `None`), without gradients: the
+/// loop of every `calc_loss_loader` (chapter 5's and chapter 6's). NaN for
+/// an empty loader, which then draws nothing from the generator.
+pub fn mean_over_batches<L, F>(
+    data_loader: &L,
+    num_batches: Option<usize>,
+    mut batch_value: F,
+) -> f64
+where
+    L: DataLoader + ?Sized,
+    F: FnMut(&Tensor, &Tensor) -> f64,
+{
     let len = data_loader.num_batches();
     if len == 0 {
         return f64::NAN;
     }
     let num_batches = num_batches.map_or(len, |n| n.min(len));
-    let total_loss: f64 = tch::no_grad(|| {
+    let total: f64 = tch::no_grad(|| {
         data_loader
             .batches()
             .into_iter()
             .take(num_batches)
-            .map(|(input_batch, target_batch)| {
-                calc_loss_batch(&input_batch, &target_batch, model, device, false).double_value(&[])
-            })
+            .map(|(input_batch, target_batch)| batch_value(&input_batch, &target_batch))
             .sum()
     });
-    total_loss / num_batches as f64
+    total / num_batches as f64
 }
 
 /// Perplexity, `exp(loss)` (§5.1.2): the effective number of tokens the model
