@@ -31,6 +31,8 @@ pub struct DataFile {
     pub name: &'static str,
     /// Public URL it is downloaded from.
     pub url: &'static str,
+    /// When the URL is a zip archive: the file's name inside it.
+    pub member: Option<&'static str>,
     /// Expected sha256 (hex) of the file's bytes.
     pub sha256: &'static str,
     /// Expected size in bytes.
@@ -45,6 +47,7 @@ pub const FILES: &[DataFile] = &[
     DataFile {
         name: "the-verdict.txt",
         url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch02/01_main-chapter-code/the-verdict.txt",
+        member: None,
         sha256: "b41e41a68f0398a3154ae69e2e4c0e2694e17fe0d66730536837f1b01935b31f",
         bytes: 20479,
         licence: "Edith Wharton, The Verdict (1908), public domain; via rasbt/LLMs-from-scratch",
@@ -52,6 +55,7 @@ pub const FILES: &[DataFile] = &[
     DataFile {
         name: "small-text-sample.txt",
         url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch03/01_main-chapter-code/small-text-sample.txt",
+        member: None,
         sha256: "53097adce031851aed63c9eb44b1e74a5e8581ccaba118a97ce5ce6cc84b811b",
         bytes: 1962,
         licence: "rasbt/LLMs-from-scratch, Apache-2.0",
@@ -59,6 +63,7 @@ pub const FILES: &[DataFile] = &[
     DataFile {
         name: "tinyshakespeare.txt",
         url: "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+        member: None,
         sha256: "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
         bytes: 1115394,
         licence: "Shakespeare, public domain; via karpathy/char-rnn (MIT)",
@@ -66,6 +71,7 @@ pub const FILES: &[DataFile] = &[
     DataFile {
         name: "gpt2/encoder.json",
         url: "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+        member: None,
         sha256: "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
         bytes: 1042301,
         licence: "OpenAI GPT-2 release, Modified MIT",
@@ -73,6 +79,7 @@ pub const FILES: &[DataFile] = &[
     DataFile {
         name: "gpt2/vocab.bpe",
         url: "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+        member: None,
         sha256: "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
         bytes: 456318,
         licence: "OpenAI GPT-2 release, Modified MIT",
@@ -80,9 +87,18 @@ pub const FILES: &[DataFile] = &[
     DataFile {
         name: "instruction-data.json",
         url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data.json",
+        member: None,
         sha256: "7e09a9af353722ca15c18bc580f093f9c39d3178335a75177319cb1e1d163944",
         bytes: 203524,
         licence: "rasbt/LLMs-from-scratch, Apache-2.0",
+    },
+    DataFile {
+        name: "sms_spam_collection/SMSSpamCollection.tsv",
+        url: "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+        member: Some("SMSSpamCollection"),
+        sha256: "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d",
+        bytes: 477907,
+        licence: "UCI SMS Spam Collection v.1 (Almeida, Gómez Hidalgo, Yamakami 2011), CC BY 4.0",
     },
 ];
 
@@ -186,7 +202,18 @@ impl DataStore {
                 file.name, file.url, file.bytes
             );
         }
-        download(file.url, &cached, Some(file.sha256))?;
+        match file.member {
+            None => download(file.url, &cached, Some(file.sha256))?,
+            Some(member) => {
+                let archive =
+                    cached.with_file_name(format!(".download-{}.zip", std::process::id()));
+                let result = download(file.url, &archive, None).and_then(|()| {
+                    extract_member(&archive, member, &cached, file.sha256, file.url)
+                });
+                let _ = fs::remove_file(&archive);
+                result?;
+            }
+        }
         Ok(cached)
     }
 }
@@ -219,6 +246,47 @@ pub fn sha256_file(path: &Path) -> Result<String, DataError> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Extract `member` from the zip `archive` into `dest`: written to a
+/// temporary file, checked against `sha256`, then renamed into place.
+fn extract_member(
+    archive: &Path,
+    member: &str,
+    dest: &Path,
+    sha256: &str,
+    url: &str,
+) -> Result<(), DataError> {
+    let bad = |reason: String| DataError::Download {
+        url: url.to_string(),
+        reason,
+        hint: dest.to_path_buf(),
+    };
+    let f = fs::File::open(archive).map_err(io_err(archive))?;
+    let mut zip = zip::ZipArchive::new(f).map_err(|e| bad(format!("not a zip archive: {e}")))?;
+    let mut entry = zip
+        .by_name(member)
+        .map_err(|e| bad(format!("no {member:?} in the archive: {e}")))?;
+    let tmp = dest.with_file_name(format!(".{member}.partial-{}", std::process::id()));
+    let result = (|| {
+        let mut out = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        io::copy(&mut entry, &mut out).map_err(io_err(&tmp))?;
+        out.sync_all().map_err(io_err(&tmp))?;
+        let actual = sha256_file(&tmp)?;
+        if !actual.eq_ignore_ascii_case(sha256) {
+            return Err(DataError::Checksum {
+                path: dest.to_path_buf(),
+                url: format!("{url} ({member})"),
+                expected: sha256.to_string(),
+                actual,
+            });
+        }
+        fs::rename(&tmp, dest).map_err(io_err(dest))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// Download `url` to `dest`: into `dest.partial-<pid>` first, check the sha256
@@ -516,6 +584,7 @@ mod tests {
         let file = DataFile {
             name: "nested/file.txt",
             url,
+            member: None,
             sha256: Box::leak(sha(BODY).into_boxed_str()),
             bytes: BODY.len() as u64,
             licence: "test",
@@ -539,6 +608,40 @@ mod tests {
             store.path(&file).unwrap(),
             local.path().join("nested/file.txt")
         );
+    }
+
+    #[test]
+    fn a_member_is_extracted_from_a_zip_and_checked() {
+        use std::io::Write as _;
+        let mut buf = std::io::Cursor::new(Vec::new());
+        {
+            let mut w = zip::ZipWriter::new(&mut buf);
+            let opts = zip::write::FileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
+            w.start_file("inner.txt", opts).unwrap();
+            w.write_all(BODY).unwrap();
+            w.finish().unwrap();
+        }
+        let zipped: &'static [u8] = Box::leak(buf.into_inner().into_boxed_slice());
+        let url: &'static str = Box::leak(serve(zipped, 1).into_boxed_str());
+        let file = DataFile {
+            name: "sub/inner.txt",
+            url,
+            member: Some("inner.txt"),
+            sha256: Box::leak(sha(BODY).into_boxed_str()),
+            bytes: BODY.len() as u64,
+            licence: "test",
+        };
+        let cache = tempfile::tempdir().unwrap();
+        let store = DataStore {
+            local_dir: None,
+            cache_dir: cache.path().to_path_buf(),
+            verbose: false,
+        };
+        let p = store.path(&file).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), BODY);
+        // only the extracted file is left
+        assert_eq!(fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 
     #[test]
