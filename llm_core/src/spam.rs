@@ -366,7 +366,8 @@ impl SpamDataset {
     ///                     SmsMessage { label: 0, text: "hello there".into() }];
     /// let ds = SpamDataset::new(&messages, &tokenizer, None, 99)?;
     /// assert_eq!(ds.max_length, 4);
-    /// assert_eq!(Vec::<i64>::try_from(ds.encoded_texts.get(1))?, [1, 3, 99, 99]);
+    /// // the vocabulary is sorted: a=0, hello=1, now=2, prize=3, there=4, win=5
+    /// assert_eq!(Vec::<i64>::try_from(ds.encoded_texts.get(1))?, [1, 4, 99, 99]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn new<T: Tokenizer + ?Sized>(
