@@ -93,6 +93,14 @@ pub const FILES: &[DataFile] = &[
         licence: "rasbt/LLMs-from-scratch, Apache-2.0",
     },
     DataFile {
+        name: "instruction-data-with-response.json",
+        url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/01_main-chapter-code/instruction-data-with-response.json",
+        member: None,
+        sha256: "aced320504c77c98d957316eb9f3460945256226c36b5e9752bf7d49585eb943",
+        bytes: 29279,
+        licence: "rasbt/LLMs-from-scratch, Apache-2.0 (the test set with the responses of the book's fine-tuned GPT-2 medium)",
+    },
+    DataFile {
         name: "sms_spam_collection/SMSSpamCollection.tsv",
         url: "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
         member: Some("SMSSpamCollection"),

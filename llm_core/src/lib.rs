@@ -34,6 +34,9 @@
 //! | [`train`] | ch. 5 and appendix D: `train_model_simple`, `train_model`, the learning-rate schedule |
 //! | [`classifier`] | ch. 6: the classification head, frozen layers, last-token loss and accuracy, `train_classifier_simple`, `classify_review` |
 //! | [`spam`] | ch. 6: the SMS Spam Collection, the book's balanced split, `SpamDataset` |
+//! | [`instruct`] | ch. 7: instruction data, the Alpaca and Phi-3 prompt formats, `InstructionDataset`, the padding `custom_collate_fn`, response generation |
+//! | [`metrics`] | ch. 7: exact match and ROUGE-L of responses against references (offline) |
+//! | [`ollama`] | ch. 7: an LLM judge through a local Ollama server (`query_model`, `generate_model_scores`) |
 //! | [`gpt2_weights`] | ch. 5: OpenAI's GPT-2 weights in the Hugging Face layout, loaded and exported |
 
 pub use plotters;
@@ -50,9 +53,12 @@ pub mod display;
 pub mod generate;
 pub mod gpt2_weights;
 pub mod init;
+pub mod instruct;
 pub mod loader;
 pub mod loss;
+pub mod metrics;
 pub mod model;
+pub mod ollama;
 pub mod optim;
 pub mod plot;
 pub mod progress;

@@ -8,9 +8,10 @@ weights), the same loader draws and the same training loop.
     python scripts/reference/gpt_torch.py figures   # seeded figures of notebook 04
     python scripts/reference/gpt_torch.py bench     # tokens/s of one epoch of notebook 04
     python scripts/reference/gpt_torch.py train-oracle --out llm_core/tests/data/train_oracle.json
+    python scripts/reference/gpt_torch.py instruct-oracle --out llm_core/tests/data/instruct_oracle.json
 
 Needs a full `torch==2.13.0` (the benchmark venv of scripts/bench.sh) and
-tiktoken. Reads the-verdict.txt and GPT-2's BPE files from $LLM_DATA_DIR
+tiktoken. Reads the-verdict.txt, instruction-data.json and GPT-2's BPE files from $LLM_DATA_DIR
 (default ../shared/data).
 """
 
@@ -357,6 +358,118 @@ def train_oracle(args):
         f.write("\n")
 
 
+# --- chapter 7: instruction data, the padding collate function, fine-tuning ---
+
+def format_input(entry, style="alpaca"):
+    if style == "phi3":
+        return f"<|user|>\n{entry['instruction']}" + (f"\n{entry['input']}" if entry["input"] else "")
+    text = ("Below is an instruction that describes a task. "
+            "Write a response that appropriately completes the request."
+            f"\n\n### Instruction:\n{entry['instruction']}")
+    return text + (f"\n\n### Input:\n{entry['input']}" if entry["input"] else "")
+
+
+def format_response(entry, style="alpaca"):
+    if style == "phi3":
+        return f"\n<|assistant|>:\n{entry['output']}"
+    return f"\n\n### Response:\n{entry['output']}"
+
+
+class InstructionDataset(Dataset):
+    """Items are (instruction length, token ids), for both collate variants."""
+
+    def __init__(self, data, tokenizer, style="alpaca"):
+        self.items = []
+        for entry in data:
+            prompt = format_input(entry, style)
+            self.items.append((len(tokenizer.encode(prompt)),
+                               tokenizer.encode(prompt + format_response(entry, style))))
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+    def __len__(self):
+        return len(self.items)
+
+
+def collate(batch, pad_token_id=50256, ignore_index=-100, allowed_max_length=None,
+            mask_instructions=False):
+    batch_max_length = max(len(item) + 1 for _, item in batch)
+    inputs_lst, targets_lst = [], []
+    for instruction_length, item in batch:
+        padded = item + [pad_token_id] * (batch_max_length - len(item))
+        inputs = torch.tensor(padded[:-1])
+        targets = torch.tensor(padded[1:])
+        indices = torch.nonzero(targets == pad_token_id).squeeze()
+        if indices.numel() > 1:
+            targets[indices[1:]] = ignore_index
+        if mask_instructions:
+            targets[:instruction_length - 1] = ignore_index
+        if allowed_max_length is not None:
+            inputs, targets = inputs[:allowed_max_length], targets[:allowed_max_length]
+        inputs_lst.append(inputs)
+        targets_lst.append(targets)
+    return torch.stack(inputs_lst), torch.stack(targets_lst)
+
+
+def instruct_oracle(args):
+    """Chapter 7's loaders and a tiny fine-tuning run, seeded as the book; the
+    figures llm_core's tests/instruct.rs must reproduce."""
+    from functools import partial
+    with open(os.path.join(default_data_dir(), "instruction-data.json")) as f:
+        data = json.load(f)
+    train_portion, test_portion = int(len(data) * 0.85), int(len(data) * 0.1)
+    train_data = data[:train_portion]
+    test_data = data[train_portion:train_portion + test_portion]
+    val_data = data[train_portion + test_portion:]
+    tokenizer = gpt2_encoding(default_data_dir())
+
+    def epoch_figures(dataset, shuffle, drop_last, **kw):
+        torch.manual_seed(123)
+        loader = DataLoader(dataset, batch_size=8, shuffle=shuffle, drop_last=drop_last,
+                            collate_fn=partial(collate, **kw))
+        return [dict(shape=list(x.shape), input_sum=int(x.sum()), target_sum=int(y.sum()),
+                     ignored=int((y == -100).sum())) for x, y in loader]
+
+    train_ds = InstructionDataset(train_data, tokenizer)
+    out = dict(
+        about="scripts/reference/gpt_torch.py instruct-oracle: torch " + torch.__version__,
+        sizes=[len(train_data), len(val_data), len(test_data)],
+        first_train_tokens=train_ds[0][1], first_train_instruction_length=train_ds[0][0],
+        train_epoch=epoch_figures(train_ds, True, True, allowed_max_length=1024),
+        val_epoch=epoch_figures(InstructionDataset(val_data, tokenizer), False, False,
+                                allowed_max_length=1024),
+        train_epoch_masked=epoch_figures(train_ds, True, True, allowed_max_length=1024,
+                                         mask_instructions=True),
+        train_epoch_truncated=epoch_figures(train_ds, True, True, allowed_max_length=64),
+        train_epoch_phi3=epoch_figures(InstructionDataset(train_data, tokenizer, "phi3"), True, True),
+    )
+    # A tiny fine-tuning run: the book's calls in the book's order.
+    cfg = dict(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=2,
+               drop_rate=0.0, qkv_bias=False)
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    c = partial(collate, allowed_max_length=128)
+    torch.manual_seed(123)
+    train_loader = DataLoader(InstructionDataset(train_data[:40], tokenizer), batch_size=8,
+                              shuffle=True, drop_last=True, collate_fn=c)
+    val_loader = DataLoader(InstructionDataset(val_data[:16], tokenizer), batch_size=8,
+                            shuffle=False, drop_last=False, collate_fn=c)
+    with torch.no_grad():
+        initial = [calc_loss_loader(train_loader, model, "cpu", 5),
+                   calc_loss_loader(val_loader, model, "cpu", 5)]
+    torch.manual_seed(123)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.1)
+    hist = train_model_simple(model, train_loader, val_loader, optimizer, "cpu", 2, 2, 2,
+                              format_input(val_data[0]), tokenizer, log=lambda s: None)
+    out["tiny_run"] = dict(config=cfg, train_entries=40, val_entries=16, lr=5e-4,
+                           weight_decay=0.1, num_epochs=2, eval_freq=2, eval_iter=2,
+                           allowed_max_length=128, initial_losses=initial, **hist)
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -367,8 +480,11 @@ def main():
     sub.add_parser("matmul")
     o = sub.add_parser("train-oracle")
     o.add_argument("--out", required=True)
+    o = sub.add_parser("instruct-oracle")
+    o.add_argument("--out", required=True)
     args = p.parse_args()
-    {"figures": figures, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle}[args.cmd](args)
+    {"figures": figures, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle,
+     "instruct-oracle": instruct_oracle}[args.cmd](args)
 
 
 if __name__ == "__main__":
