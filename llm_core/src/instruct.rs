@@ -20,8 +20,8 @@
 //! let text = format_input(&entry) + &PromptStyle::Alpaca.format_response(&entry);
 //! assert_eq!(text, "Below is an instruction that describes a task. Write a response that \
 //!                   appropriately completes the request.\n\n### Instruction:\nIdentify the \
-//!                   correct spelling of the following word.\n\n### Input:\nOcassion\n\n\
-//!                   ### Response:\nThe correct spelling is 'Occasion.'");
+//!                   correct spelling of the following word.\n\n### Input:\nOcassion\n\n### \
+//!                   Response:\nThe correct spelling is 'Occasion.'");
 //! ```
 //!
 //! The collate function pads a batch to one length with `<|endoftext|>`
