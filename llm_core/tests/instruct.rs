@@ -29,14 +29,6 @@ fn data() -> Vec<InstructionEntry> {
     load_instruction_data(common::data_dir().join("instruction-data.json")).unwrap()
 }
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 /// Shape, input sum, target sum and number of −100 targets of each batch.
 fn epoch_figures(
     dataset: &InstructionDataset,
@@ -211,7 +203,11 @@ fn tiny_fine_tuning_run_matches_pytorch() {
             );
         }
     };
-    close("initial losses", &initial, &floats(&run["initial_losses"]));
+    close(
+        "initial losses",
+        &initial,
+        &common::floats(&run["initial_losses"]),
+    );
     tch::manual_seed(123);
     let mut optimizer = AdamW::new(named_parameters(&vs, &model.parameters()), 5e-4, 0.1);
     let start_context = format_input(&split.val_data[0]);
@@ -236,12 +232,12 @@ fn tiny_fine_tuning_run_matches_pytorch() {
     close(
         "train losses",
         &history.train_losses,
-        &floats(&run["train_losses"]),
+        &common::floats(&run["train_losses"]),
     );
     close(
         "val losses",
         &history.val_losses,
-        &floats(&run["val_losses"]),
+        &common::floats(&run["val_losses"]),
     );
     assert_eq!(
         serde_json::json!(history.track_tokens_seen),

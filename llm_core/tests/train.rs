@@ -32,14 +32,6 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn floats(v: &Value) -> Vec<f64> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap())
-        .collect()
-}
-
 /// A tokenizer whose 50 words are the ids 0..50 (for the samples).
 fn word_tokenizer() -> SimpleTokenizerV1 {
     let words: Vec<String> = (0..50).map(|i| format!("w{i:02}")).collect();
@@ -108,17 +100,17 @@ fn training_matches_pytorch() {
     )
     .unwrap();
 
-    assert_close("lrs", &history.track_lrs, &floats(&o["lrs"]), 1e-12);
+    assert_close("lrs", &history.track_lrs, &common::floats(&o["lrs"]), 1e-12);
     assert_close(
         "train_losses",
         &history.train_losses,
-        &floats(&o["train_losses"]),
+        &common::floats(&o["train_losses"]),
         1e-5,
     );
     assert_close(
         "val_losses",
         &history.val_losses,
-        &floats(&o["val_losses"]),
+        &common::floats(&o["val_losses"]),
         1e-5,
     );
     let tokens: Vec<f64> = history
@@ -126,7 +118,12 @@ fn training_matches_pytorch() {
         .iter()
         .map(|&t| t as f64)
         .collect();
-    assert_close("tokens_seen", &tokens, &floats(&o["tokens_seen"]), 0.0);
+    assert_close(
+        "tokens_seen",
+        &tokens,
+        &common::floats(&o["tokens_seen"]),
+        0.0,
+    );
     let vars = vs.variables();
     for (name, sum) in o["param_sums"].as_object().unwrap() {
         let ours = vars
@@ -141,7 +138,7 @@ fn training_matches_pytorch() {
     let next =
         Vec::<f64>::try_from(Tensor::rand([3], (Kind::Float, Device::Cpu)).to_kind(Kind::Double))
             .unwrap();
-    assert_close("next_rand", &next, &floats(&o["next_rand"]), 0.0);
+    assert_close("next_rand", &next, &common::floats(&o["next_rand"]), 0.0);
 }
 
 /// §5.1.3: seeded as the book, the untrained GPT-2 124M (context 256) has a

@@ -64,6 +64,15 @@ pub fn ids_at(keys: &[&str]) -> Vec<u32> {
         .collect()
 }
 
+/// A JSON array of numbers (an oracle's losses, learning rates, ...).
+pub fn floats(v: &serde_json::Value) -> Vec<f64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not a JSON array: {v}"))
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
+}
+
 /// A data file's text.
 pub fn read(name: &str) -> String {
     llm_core::data::read_to_string(name).unwrap()
