@@ -55,7 +55,7 @@ use crate::loader::{BatchSampler, DataLoader};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// GPT-2's `<|endoftext|>`: it ends every example and pads the batches.
-pub const PAD_TOKEN_ID: i64 = 50256;
+pub const PAD_TOKEN_ID: i64 = crate::tokenizer::GPT2_END_OF_TEXT_ID as i64;
 /// Targets with this value carry no loss (PyTorch's `cross_entropy` default).
 pub const IGNORE_INDEX: i64 = -100;
 
@@ -296,14 +296,11 @@ impl PromptStyle {
 
     /// The response part of a training text (it follows [`Self::format_input`]).
     pub fn format_response(&self, entry: &InstructionEntry) -> String {
-        format!("{}{}", self.response_marker_prefix(), entry.output)
-    }
-
-    fn response_marker_prefix(&self) -> String {
-        match self {
-            PromptStyle::Alpaca => "\n\n### Response:\n".to_string(),
-            PromptStyle::Phi3 => "\n<|assistant|>:\n".to_string(),
-        }
+        let separator = match self {
+            PromptStyle::Alpaca => "\n\n",
+            PromptStyle::Phi3 => "\n",
+        };
+        format!("{separator}{}\n{}", self.response_marker(), entry.output)
     }
 
     /// The marker that introduces the response (removed by [`extract_response`]).

@@ -41,7 +41,7 @@ use crate::loader::{Mt19937, TensorLoader};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// GPT-2's `<|endoftext|>`, the book's padding token.
-pub const PAD_TOKEN_ID: u32 = 50256;
+pub const PAD_TOKEN_ID: u32 = crate::tokenizer::GPT2_END_OF_TEXT_ID;
 
 /// Errors reading the spam data; each names the file and the line.
 #[derive(Debug, thiserror::Error)]

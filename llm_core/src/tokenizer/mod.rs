@@ -34,6 +34,8 @@ pub use simple::{SimpleTokenizerV1, SimpleTokenizerV2};
 
 /// The token that separates unrelated texts (GPT-2 id 50256).
 pub const END_OF_TEXT: &str = "<|endoftext|>";
+/// The id of [`END_OF_TEXT`] in GPT-2's vocabulary (its last entry).
+pub const GPT2_END_OF_TEXT_ID: u32 = 50256;
 /// The token [`SimpleTokenizerV2`] puts in place of words it does not know.
 pub const UNKNOWN: &str = "<|unk|>";
 
