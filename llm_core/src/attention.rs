@@ -43,10 +43,21 @@ use tch::{Device, Kind, Tensor};
 use crate::init;
 
 /// Errors from building an attention layer with inconsistent sizes.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AttentionError {
     #[error("d_out ({d_out}) must be a positive multiple of num_heads ({num_heads})")]
     HeadsDoNotDivide { d_out: i64, num_heads: i64 },
+    #[error("dropout rate {p} is outside the accepted range 0 to 1")]
+    DropoutRange { p: f64 },
+}
+
+/// Check a dropout rate: `0 <= p <= 1` (PyTorch's `nn.Dropout` rule).
+pub fn check_dropout(p: f64) -> Result<f64, AttentionError> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(p)
+    } else {
+        Err(AttentionError::DropoutRange { p })
+    }
 }
 
 /// The book's six 3-dimensional embeddings of "Your journey starts with one
@@ -82,8 +93,19 @@ pub struct Dropout {
 
 impl Dropout {
     /// A dropout layer with rate `p`.
+    ///
+    /// # Panics
+    /// If `p` is not between 0 and 1 (as PyTorch's `nn.Dropout` raises);
+    /// [`Dropout::try_new`] returns the error instead.
     pub fn new(p: f64) -> Self {
-        Dropout { p }
+        Self::try_new(p).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// A dropout layer with rate `p`, or an error when `p` is not between 0 and 1.
+    pub fn try_new(p: f64) -> Result<Self, AttentionError> {
+        Ok(Dropout {
+            p: check_dropout(p)?,
+        })
     }
 }
 
@@ -439,6 +461,7 @@ impl MultiHeadAttention {
         qkv_bias: bool,
     ) -> Result<Self, AttentionError> {
         let head_dim = head_dim(d_out, num_heads)?;
+        check_dropout(dropout)?;
         let path = path.borrow();
         let [w_query, w_key, w_value, out_proj] = mha_projections(path, d_in, d_out, qkv_bias);
         Ok(MultiHeadAttention {
@@ -530,6 +553,7 @@ impl MhaSdpa {
         qkv_bias: bool,
     ) -> Result<Self, AttentionError> {
         let head_dim = head_dim(d_out, num_heads)?;
+        check_dropout(dropout)?;
         let [w_query, w_key, w_value, out_proj] =
             mha_projections(path.borrow(), d_in, d_out, qkv_bias);
         Ok(MhaSdpa {

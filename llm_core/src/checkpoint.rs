@@ -14,7 +14,18 @@
 //!
 //! Loading it back ([`load_training_checkpoint`]) restores the weights, the
 //! optimizer and the generator, so training continues exactly as if it had
-//! never stopped.
+//! never stopped. Everything is checked before anything is changed: a load
+//! that fails (a missing file, a tensor of another shape or dtype, a config
+//! that does not match the weights) leaves the model and the optimizer as
+//! they were.
+//!
+//! A save is a small state machine of renames beside `dir`:
+//! `.<name>.tmp-<pid>` (being written) → `.<name>.new-<pid>` (complete) →
+//! `dir` (the old `dir` waits as `.<name>.old-<pid>` until the new one is in
+//! place). A kill at any moment leaves a state the next save or load
+//! recognises: it finishes an interrupted swap, removes temporary directories
+//! of interrupted saves, and says so on stderr. A load returns the newest
+//! complete checkpoint or an error, never an older one silently.
 //!
 //! ```no_run
 //! use llm_core::checkpoint;
@@ -99,6 +110,7 @@ where
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
     }
+    remove_leftover_temp_files(path);
     let tmp = temp_path_for(path);
     let result = write(&tmp)
         .and_then(|()| {
@@ -141,43 +153,413 @@ pub fn save_varstore(vs: &VarStore, path: impl AsRef<Path>) -> Result<(), Checkp
     })
 }
 
-/// Load every variable of `vs` from `path`; an error names the file and the
-/// first variable that is missing or has the wrong shape.
-pub fn load_varstore(vs: &mut VarStore, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+/// The parent directory of `path` (`.` for a bare name) and its file name.
+fn parent_and_name(path: &Path) -> Result<(PathBuf, String), CheckpointError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .ok_or_else(|| format_err(path, "a checkpoint path needs a file or directory name"))?;
+    let parent = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    Ok((parent, name))
+}
+
+/// Whether the process `pid` still runs (another process may be saving right
+/// now). Only Linux can tell cheaply; elsewhere every other pid counts as gone.
+fn pid_alive(pid: u32) -> bool {
+    pid == std::process::id()
+        || (cfg!(target_os = "linux") && Path::new("/proc").join(pid.to_string()).exists())
+}
+
+/// The entries of `parent` named `.<name>.<kind>-<pid>[.<ext>]`: (kind, pid,
+/// path), for the kinds `tmp`, `new` and `old`.
+fn siblings(parent: &Path, name: &str) -> Vec<(String, u32, PathBuf)> {
+    let prefix = format!(".{name}.");
+    let mut found = Vec::new();
+    let Ok(entries) = fs::read_dir(parent) else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((kind, tail)) = rest.split_once('-') else {
+            continue;
+        };
+        if !matches!(kind, "tmp" | "new" | "old") {
+            continue;
+        }
+        let digits: String = tail.chars().take_while(char::is_ascii_digit).collect();
+        let after = &tail[digits.len()..];
+        if after.is_empty() || after.starts_with('.') {
+            if let Ok(pid) = digits.parse() {
+                found.push((kind.to_string(), pid, entry.path()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// Bytes under `path` (a file or a directory tree).
+fn disk_size(path: &Path) -> u64 {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::read_dir(path)
+            .map(|it| it.flatten().map(|e| disk_size(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+fn remove_path(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    }
+}
+
+/// Remove what interrupted saves left: `paths` with their total size, then
+/// one line on stderr.
+fn remove_leftovers(what: &str, beside: &Path, paths: &[PathBuf]) {
+    if paths.is_empty() {
+        return;
+    }
+    let bytes: u64 = paths.iter().map(|p| disk_size(p)).sum();
+    let mut removed = Vec::new();
+    for p in paths {
+        if remove_path(p).is_ok() {
+            removed.push(
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+    if !removed.is_empty() {
+        eprintln!(
+            "checkpoint: removed {} {what} of interrupted saves beside {} ({:.1} MB): {}",
+            removed.len(),
+            beside.display(),
+            bytes as f64 / 1e6,
+            removed.join(", ")
+        );
+    }
+}
+
+/// Temporary files that interrupted [`write_atomically`] calls of `path` left.
+fn remove_leftover_temp_files(path: &Path) {
+    let Ok((parent, name)) = parent_and_name(path) else {
+        return;
+    };
+    let stale: Vec<PathBuf> = siblings(&parent, &name)
+        .into_iter()
+        .filter(|(kind, pid, p)| kind == "tmp" && p.is_file() && !pid_alive(*pid))
+        .map(|(_, _, p)| p)
+        .collect();
+    remove_leftovers("temporary files", path, &stale);
+}
+
+/// Bring the checkpoint directory `dir` to a clean state after interrupted
+/// saves (see the [module docs](self)): finish a swap that a kill cut short
+/// (a complete `.new-<pid>` becomes `dir`), remove temporary and previous
+/// directories, and refuse to guess when only a previous checkpoint is left.
+/// Directories of a process that still runs are left alone.
+///
+/// Called by every save and load of a training checkpoint; call it yourself
+/// to tidy a directory.
+pub fn recover_checkpoint_dir(dir: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    let dir = dir.as_ref();
+    let (parent, name) = parent_and_name(dir)?;
+    let mut tmps = Vec::new();
+    let mut news = Vec::new();
+    let mut olds = Vec::new();
+    for (kind, pid, path) in siblings(&parent, &name) {
+        if pid != std::process::id() && pid_alive(pid) {
+            continue; // another process is saving right now
+        }
+        match kind.as_str() {
+            "tmp" => tmps.push(path),
+            "new" => news.push(path),
+            _ => olds.push(path),
+        }
+    }
+    remove_leftovers("temporary directories", dir, &tmps);
+    if news.len() > 1 {
+        let names: Vec<String> = news.iter().map(|p| p.display().to_string()).collect();
+        return Err(format_err(
+            dir,
+            format!(
+                "several complete checkpoints wait to replace this one ({}): two processes saved here at once; keep the one you want as {} and remove the others",
+                names.join(", "),
+                dir.display()
+            ),
+        ));
+    }
+    if let Some(new) = news.pop() {
+        // the save wrote `new` completely, then was killed before or during the swap
+        if dir.exists() {
+            let aside = parent.join(format!(".{name}.old-{}", std::process::id()));
+            fs::rename(dir, &aside).map_err(io_err(dir))?;
+            olds.push(aside);
+        }
+        fs::rename(&new, dir).map_err(io_err(dir))?;
+        sync_dir(&parent);
+        eprintln!(
+            "checkpoint: {}: finished an interrupted save (the complete checkpoint {} is now in place)",
+            dir.display(),
+            new.display()
+        );
+    }
+    if dir.join(CHECKPOINT_JSON).is_file() {
+        remove_leftovers("previous checkpoint directories", dir, &olds);
+        return Ok(());
+    }
+    if let Some(old) = olds.first() {
+        return Err(format_err(
+            dir,
+            format!(
+                "no complete checkpoint here, but an older one is at {}: a save was interrupted in a way this version cannot finish. Check its step (checkpoint.json) and, to use it, move it to {}",
+                old.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Read every tensor of a weights file: safetensors (checked first, so a
+/// damaged file gets a plain message naming it) or, for other extensions,
+/// libtorch's own format.
+pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>, CheckpointError> {
     let path = path.as_ref();
     if !path.is_file() {
         return Err(CheckpointError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such checkpoint file"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
     }
-    vs.load(path).map_err(|e| CheckpointError::Torch {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    let is_safetensors = path.extension().is_some_and(|e| e == "safetensors");
+    if is_safetensors {
+        check_safetensors(path).map_err(|m| format_err(path, m))?;
+        Tensor::read_safetensors(path).map_err(|e| format_err(path, plain_torch_message(&e, path)))
+    } else {
+        Tensor::load_multi(path).map_err(|e| format_err(path, plain_torch_message(&e, path)))
+    }
+}
+
+/// tch's message without the path it repeats and without libtorch's C++
+/// backtrace.
+fn plain_torch_message(e: &tch::TchError, path: &Path) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or("").to_string();
+    first
+        .replace(&format!("{}: ", path.display()), "")
+        .replace(&path.display().to_string(), "the file")
+}
+
+/// Check a safetensors file's framing without reading its tensors: the
+/// 8-byte header length, the JSON header, and each tensor's dtype, shape and
+/// byte range against the file's size. Returns a message a user can act on
+/// (the crate's own errors are internal names such as
+/// `MetadataIncompleteBuffer`).
+pub fn check_safetensors(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
+    let len = file.metadata().map_err(|e| e.to_string())?.len();
+    let truncated = "the file is cut short (an interrupted copy or download?)";
+    if len < 8 {
+        return Err(format!(
+            "not a safetensors file: {len} bytes, fewer than the 8-byte header length; {truncated}"
+        ));
+    }
+    let mut n = [0u8; 8];
+    file.read_exact(&mut n).map_err(|e| e.to_string())?;
+    let header_len = u64::from_le_bytes(n);
+    if header_len > 100_000_000 {
+        return Err(format!(
+            "not a safetensors file: its first 8 bytes give a header of {header_len} bytes (it may be another format, e.g. a PyTorch .pt/.bin file)"
+        ));
+    }
+    if 8 + header_len > len {
+        return Err(format!(
+            "the safetensors header needs {header_len} bytes but the file has only {} after the length; {truncated}",
+            len - 8
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    file.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| format!("the safetensors header is not a JSON object: {e}"))?;
+    let data_len = len - 8 - header_len;
+    for (key, info) in &header {
+        if key == "__metadata__" {
+            continue;
+        }
+        let dtype = info.get("dtype").and_then(|d| d.as_str()).unwrap_or("");
+        let elt: u64 = match dtype {
+            "BOOL" | "U8" | "I8" | "F8_E4M3" | "F8_E5M2" => 1,
+            "I16" | "U16" | "F16" | "BF16" => 2,
+            "I32" | "U32" | "F32" => 4,
+            "I64" | "U64" | "F64" => 8,
+            other => return Err(format!("tensor {key:?}: unknown dtype {other:?}")),
+        };
+        let shape: Option<Vec<u64>> = info
+            .get("shape")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let offsets: Option<Vec<u64>> = info
+            .get("data_offsets")
+            .and_then(|s| s.as_array())
+            .and_then(|a| a.iter().map(|d| d.as_u64()).collect());
+        let (Some(shape), Some(offsets)) = (shape, offsets) else {
+            return Err(format!(
+                "tensor {key:?}: the header lacks a valid shape or data_offsets"
+            ));
+        };
+        let [start, end] = offsets[..] else {
+            return Err(format!("tensor {key:?}: data_offsets must be [start, end]"));
+        };
+        let numel = shape.iter().try_fold(1u64, |a, &d| a.checked_mul(d));
+        let expected = numel.and_then(|n| n.checked_mul(elt));
+        if end < start || Some(end - start) != expected {
+            return Err(format!(
+                "tensor {key:?}: {dtype} of shape {shape:?} needs {} bytes, the header gives {start}..{end}",
+                expected.map_or("too many".to_string(), |b| b.to_string())
+            ));
+        }
+        if end > data_len {
+            return Err(format!(
+                "tensor {key:?} ends at byte {end} of the data, but the file holds only {data_len} bytes of data; {truncated}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A short dtype name as Python prints it (`float32`, `float16`, …).
+fn dtype_name(kind: Kind) -> String {
+    match kind {
+        Kind::Float => "float32".into(),
+        Kind::Half => "float16".into(),
+        Kind::BFloat16 => "bfloat16".into(),
+        Kind::Double => "float64".into(),
+        Kind::Int64 => "int64".into(),
+        Kind::Int => "int32".into(),
+        Kind::Uint8 => "uint8".into(),
+        Kind::Bool => "bool".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Match `tensors` against the variables of `vs`: every variable present
+/// with exactly its shape and dtype, and no tensor that is not a variable.
+/// Returns the pairs (variable, tensor) to copy; changes nothing.
+fn match_varstore(
+    vs: &VarStore,
+    tensors: Vec<(String, Tensor)>,
+    path: &Path,
+) -> Result<Vec<(Tensor, Tensor)>, CheckpointError> {
+    let mut file: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
+    let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut pairs = Vec::with_capacity(vars.len());
+    for (name, var) in vars {
+        let Some(src) = file.remove(&name) else {
+            return Err(format_err(
+                path,
+                format!(
+                    "missing tensor {name:?} (the model has it with shape {:?}); saved from a different model?",
+                    var.size()
+                ),
+            ));
+        };
+        if src.size() != var.size() {
+            return Err(format_err(
+                path,
+                format!(
+                    "tensor {name:?} has shape {:?}, the model expects {:?}",
+                    src.size(),
+                    var.size()
+                ),
+            ));
+        }
+        if src.kind() != var.kind() {
+            return Err(format_err(
+                path,
+                format!(
+                    "tensor {name:?} is {}, the model's is {}: convert the file, or build the model in {} (e.g. vs.half())",
+                    dtype_name(src.kind()),
+                    dtype_name(var.kind()),
+                    dtype_name(src.kind())
+                ),
+            ));
+        }
+        pairs.push((var, src));
+    }
+    let mut extra: Vec<(String, Tensor)> = file.into_iter().collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some((name, t)) = extra.first() {
+        return Err(format_err(
+            path,
+            format!(
+                "unexpected tensor {name:?} with shape {:?} ({} tensors in the file are not variables of this model); saved from a different model?",
+                t.size(),
+                extra.len()
+            ),
+        ));
+    }
+    Ok(pairs)
+}
+
+fn copy_pairs(pairs: &[(Tensor, Tensor)]) {
+    tch::no_grad(|| {
+        for (var, src) in pairs {
+            let mut var = var.shallow_clone();
+            var.copy_(src);
+        }
+    });
+}
+
+/// Load every variable of `vs` from `path`. Every variable must be in the
+/// file with exactly its shape and dtype (a `[1, 16]` tensor is not
+/// broadcast into a `[50, 16]` variable, and float16 weights are not loaded
+/// into a float32 model) and the file must hold nothing else; otherwise the
+/// error names the file and the tensor, and `vs` is unchanged.
+pub fn load_varstore(vs: &mut VarStore, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
+    let tensors = read_tensors(path)?;
+    let pairs = match_varstore(vs, tensors, path)?;
+    copy_pairs(&pairs);
+    Ok(())
 }
 
 /// Fill the directory `dir` through `write` (which gets a temporary
-/// directory beside it), then swap it into place: the old `dir` is renamed
-/// away, the new one renamed in, the old one removed. At any moment there is
-/// either the complete old checkpoint or the complete new one (between the
-/// two renames only the old one, as `<dir>.old-<pid>`, which
-/// [`load_training_checkpoint`] falls back to).
+/// directory beside it), then swap it into place (see the
+/// [module docs](self)): at any moment `dir` holds either the complete old
+/// checkpoint or the complete new one, and [`recover_checkpoint_dir`] (run
+/// by every save and load) finishes what a kill interrupted.
 pub fn write_dir_atomically<F>(dir: &Path, write: F) -> Result<(), CheckpointError>
 where
     F: FnOnce(&Path) -> Result<(), CheckpointError>,
 {
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| format_err(dir, "a checkpoint directory needs a name"))?;
-    let parent = dir
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let (parent, name) = parent_and_name(dir)?;
+    fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+    recover_checkpoint_dir(dir)?;
     let pid = std::process::id();
     let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    let new = parent.join(format!(".{name}.new-{pid}"));
     let old = parent.join(format!(".{name}.old-{pid}"));
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -188,25 +570,21 @@ where
                 .and_then(|f| f.sync_all())
                 .map_err(io_err(&path))?;
         }
-        Ok(())
+        sync_dir(&tmp);
+        // complete: from here on a kill finishes as this checkpoint
+        fs::rename(&tmp, &new).map_err(io_err(&new))
     });
     if let Err(e) = result {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
+    sync_dir(&parent);
     let had_old = dir.exists();
     if had_old {
         fs::rename(dir, &old).map_err(io_err(dir))?;
     }
-    if let Err(e) = fs::rename(&tmp, dir) {
-        if had_old {
-            let _ = fs::rename(&old, dir);
-        }
-        return Err(io_err(dir)(e));
-    }
-    if let Ok(d) = fs::File::open(parent) {
-        let _ = d.sync_all();
-    }
+    fs::rename(&new, dir).map_err(io_err(dir))?;
+    sync_dir(&parent);
     if had_old {
         let _ = fs::remove_dir_all(&old);
     }
@@ -239,6 +617,7 @@ pub struct OptimizerInfo {
 }
 
 const FORMAT: &str = "llm-from-scratch-rs training checkpoint";
+const CHECKPOINT_JSON: &str = "checkpoint.json";
 const RNG_KEY: &str = "rng_state.cpu";
 
 /// Save a training checkpoint into the directory `dir` (see the
@@ -291,86 +670,182 @@ pub fn save_training_checkpoint(
             .collect();
         tensors.push((RNG_KEY.to_string(), Tensor::from_slice(&rng.bytes)));
         Tensor::write_safetensors(&tensors, &opt_path).map_err(torch_err(&opt_path))?;
-        let json_path = tmp.join("checkpoint.json");
+        let json_path = tmp.join(CHECKPOINT_JSON);
         let json =
             serde_json::to_vec_pretty(&info).map_err(|e| format_err(&json_path, e.to_string()))?;
         fs::write(&json_path, json).map_err(io_err(&json_path))
     })
 }
 
-/// The directory to read: `dir`, or the previous checkpoint that a crash
-/// between the two renames of [`write_dir_atomically`] left beside it.
-fn existing_checkpoint_dir(dir: &Path) -> Result<PathBuf, CheckpointError> {
-    if dir.join("checkpoint.json").is_file() {
-        return Ok(dir.to_path_buf());
+/// The error for a directory without a complete checkpoint.
+fn no_checkpoint(dir: &Path) -> CheckpointError {
+    let message = if dir.is_dir() {
+        "not a complete training checkpoint (checkpoint.json is missing)"
+    } else {
+        "no training checkpoint here"
+    };
+    CheckpointError::Io {
+        path: dir.join(CHECKPOINT_JSON),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, message),
     }
-    let name = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let parent = dir
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let prefix = format!(".{name}.old-");
-    if let Ok(entries) = fs::read_dir(parent) {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(&prefix)
-                && entry.path().join("checkpoint.json").is_file()
-            {
-                return Ok(entry.path());
-            }
-        }
-    }
-    Err(CheckpointError::Io {
-        path: dir.join("checkpoint.json"),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, "no training checkpoint here"),
-    })
 }
 
-/// Read `checkpoint.json` of a training checkpoint: the model config (to
-/// build a model of the right shape before loading) and the history.
-pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, CheckpointError> {
-    let dir = existing_checkpoint_dir(dir.as_ref())?;
-    let path = dir.join("checkpoint.json");
+/// `checkpoint.json` of `dir`, after [`recover_checkpoint_dir`].
+fn read_info_at(dir: &Path) -> Result<CheckpointInfo, CheckpointError> {
+    recover_checkpoint_dir(dir)?;
+    let path = dir.join(CHECKPOINT_JSON);
+    if !path.is_file() {
+        return Err(no_checkpoint(dir));
+    }
     let bytes = fs::read(&path).map_err(io_err(&path))?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let info: CheckpointInfo =
-        serde_json::from_slice(&bytes).map_err(|e| format_err(&path, e.to_string()))?;
+        serde_json::from_slice(bytes).map_err(|e| format_err(&path, e.to_string()))?;
     if info.format != FORMAT {
         return Err(format_err(
             &path,
             format!("format is {:?}, expected {FORMAT:?}", info.format),
         ));
     }
+    info.config
+        .validate()
+        .map_err(|e| format_err(&path, format!("config: {e}")))?;
     Ok(info)
 }
 
+/// Read `checkpoint.json` of a training checkpoint: the model config (to
+/// build a model of the right shape before loading) and the history. Like a
+/// load, it first finishes or cleans up what interrupted saves left
+/// ([`recover_checkpoint_dir`]).
+pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, CheckpointError> {
+    read_info_at(dir.as_ref())
+}
+
+/// Check the config saved in `checkpoint.json` against the weights saved
+/// beside it: the embeddings' shapes, the number of blocks and the query
+/// bias. (The output head is not checked: chapter 6 replaces it.)
+fn check_config_against_weights(
+    config: &GptConfig,
+    tensors: &[(String, Tensor)],
+    json_path: &Path,
+    weights_path: &Path,
+) -> Result<(), CheckpointError> {
+    let mismatch = |what: String| {
+        format_err(
+            json_path,
+            format!(
+                "the saved config does not match the weights in {}: {what}",
+                weights_path.display()
+            ),
+        )
+    };
+    let shape_of = |key: &str| {
+        tensors
+            .iter()
+            .find(|(n, _)| n == key)
+            .map(|(_, t)| t.size())
+    };
+    let expect = [
+        ("tok_emb.weight", vec![config.vocab_size, config.emb_dim]),
+        (
+            "pos_emb.weight",
+            vec![config.context_length, config.emb_dim],
+        ),
+    ];
+    for (key, want) in expect {
+        if let Some(found) = shape_of(key) {
+            if found != want {
+                return Err(mismatch(format!(
+                    "{key} has shape {found:?}, the config gives {want:?}"
+                )));
+            }
+        }
+    }
+    let blocks: std::collections::BTreeSet<i64> = tensors
+        .iter()
+        .filter_map(|(n, _)| {
+            n.strip_prefix("trf_blocks.")?
+                .split('.')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    if !blocks.is_empty() && blocks.len() as i64 != config.n_layers {
+        return Err(mismatch(format!(
+            "{} transformer blocks, the config gives n_layers = {}",
+            blocks.len(),
+            config.n_layers
+        )));
+    }
+    if !blocks.is_empty() {
+        let has_bias = shape_of("trf_blocks.0.att.W_query.bias").is_some();
+        if has_bias != config.qkv_bias {
+            return Err(mismatch(format!(
+                "the weights {} query/key/value biases, the config has qkv_bias = {}",
+                if has_bias { "have" } else { "have no" },
+                config.qkv_bias
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Load a training checkpoint saved by [`save_training_checkpoint`]: the
-/// weights into `vs` (every variable must be there with its shape), the
-/// moments and step into `optimizer`, and the CPU generator's state into
-/// libtorch. Returns the checkpoint's info; pass its `history` to
+/// weights into `vs` (every variable must be there with its shape and
+/// dtype), the moments and step into `optimizer`, and the CPU generator's
+/// state into libtorch. Returns the checkpoint's info; pass its `history` to
 /// [`crate::train::TrainOptions::resume`] to continue training.
+///
+/// Every file is read and checked (the config against the weights, the
+/// weights against `vs`, the optimizer state against `optimizer`, the
+/// generator state) before anything is changed: on an error, the model, the
+/// optimizer and the generator are as they were.
 pub fn load_training_checkpoint(
     dir: impl AsRef<Path>,
     vs: &mut VarStore,
     optimizer: &mut AdamW,
 ) -> Result<CheckpointInfo, CheckpointError> {
-    let dir = existing_checkpoint_dir(dir.as_ref())?;
-    let info = read_checkpoint_info(&dir)?;
-    load_varstore(vs, dir.join("model.safetensors"))?;
+    let dir = dir.as_ref();
+    let info = read_info_at(dir)?;
+    let model_path = dir.join("model.safetensors");
+    let model_tensors = read_tensors(&model_path)?;
+    check_config_against_weights(
+        &info.config,
+        &model_tensors,
+        &dir.join(CHECKPOINT_JSON),
+        &model_path,
+    )?;
+    let pairs = match_varstore(vs, model_tensors, &model_path)?;
     let opt_path = dir.join("optimizer.safetensors");
-    let mut tensors = Tensor::read_safetensors(&opt_path).map_err(torch_err(&opt_path))?;
+    let mut tensors = read_tensors(&opt_path)?;
     let rng_at = tensors
         .iter()
         .position(|(n, _)| n == RNG_KEY)
         .ok_or_else(|| format_err(&opt_path, format!("no tensor {RNG_KEY:?}")))?;
     let (_, rng_tensor) = tensors.swap_remove(rng_at);
-    let bytes = Vec::<u8>::try_from(rng_tensor.to_kind(Kind::Uint8).flatten(0, -1))
+    let expected_len = RngState::capture(Device::Cpu)
+        .map_err(|e| format_err(&opt_path, e.to_string()))?
+        .bytes
+        .len();
+    if rng_tensor.kind() != Kind::Uint8 || rng_tensor.numel() != expected_len {
+        return Err(format_err(
+            &opt_path,
+            format!(
+                "{RNG_KEY:?} is {} of {} elements, expected uint8 of {expected_len} (libtorch's CPU generator state)",
+                dtype_name(rng_tensor.kind()),
+                rng_tensor.numel()
+            ),
+        ));
+    }
+    let bytes = Vec::<u8>::try_from(rng_tensor.flatten(0, -1))
         .map_err(|e| format_err(&opt_path, e.to_string()))?;
+    // the last check: `load_state` validates every tensor before it changes anything
     optimizer
         .load_state(tensors, info.optimizer.step)
         .map_err(|e| format_err(&opt_path, e.to_string()))?;
     optimizer.lr = info.optimizer.lr;
+    copy_pairs(&pairs);
     RngState {
         device: Device::Cpu,
         bytes,

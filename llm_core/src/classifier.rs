@@ -172,7 +172,7 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
         &target_batch.to_device(device),
         None,
         Reduction::Mean,
-        -100,
+        crate::loss::IGNORE_INDEX,
         0.0,
     )
 }

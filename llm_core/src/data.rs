@@ -127,6 +127,16 @@ pub enum DataError {
         reason: String,
         hint: PathBuf,
     },
+    #[error("{path}: this copy of {name} is not the published file ({bytes} bytes, sha256 {actual}; expected {expected_bytes} bytes, sha256 {expected}): it is cut short, damaged or another version. Replace it, or delete it to download it again from {url}")]
+    Damaged {
+        path: PathBuf,
+        name: String,
+        url: String,
+        bytes: u64,
+        expected_bytes: u64,
+        actual: String,
+        expected: String,
+    },
     #[error("{path}: sha256 {actual} does not match the expected {expected} (downloaded from {url}); the file was not kept")]
     Checksum {
         path: PathBuf,
@@ -192,16 +202,22 @@ impl DataStore {
         }
     }
 
-    /// Resolve a file to a path on disk, downloading it if needed.
+    /// Resolve a file to a path on disk, downloading it if needed. A local
+    /// or cached copy is checked against the file's size and sha256 (the
+    /// hash once per copy: a stamp under `<cache>/.verified` remembers a
+    /// verified size and modification time), so a damaged copy is an error
+    /// naming it rather than a tokenizer or data set that silently differs.
     pub fn path(&self, file: &DataFile) -> Result<PathBuf, DataError> {
         if let Some(dir) = &self.local_dir {
             let p = dir.join(file.name);
             if p.is_file() {
+                self.verify(file, &p)?;
                 return Ok(p);
             }
         }
         let cached = self.cache_dir.join(file.name);
         if cached.is_file() {
+            self.verify(file, &cached)?;
             return Ok(cached);
         }
         if self.verbose {
@@ -226,6 +242,53 @@ impl DataStore {
     }
 }
 
+impl DataStore {
+    /// Check a copy of `file` at `path`: its size always, its sha256 unless a
+    /// stamp says this very copy (same path, size and modification time)
+    /// was verified before.
+    fn verify(&self, file: &DataFile, path: &Path) -> Result<(), DataError> {
+        let meta = fs::metadata(path).map_err(io_err(path))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let abs = fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        let key = hex(&Sha256::digest(abs.to_string_lossy().as_bytes()));
+        let stamp = self.cache_dir.join(".verified").join(&key[..32]);
+        let expected_stamp = format!(
+            "{} {} {} {}\n",
+            meta.len(),
+            mtime,
+            file.sha256,
+            abs.display()
+        );
+        if meta.len() == file.bytes && fs::read_to_string(&stamp).is_ok_and(|s| s == expected_stamp)
+        {
+            return Ok(());
+        }
+        let actual = sha256_file(path)?;
+        if meta.len() != file.bytes || !actual.eq_ignore_ascii_case(file.sha256) {
+            return Err(DataError::Damaged {
+                path: path.to_path_buf(),
+                name: file.name.to_string(),
+                url: file.url.to_string(),
+                bytes: meta.len(),
+                expected_bytes: file.bytes,
+                actual,
+                expected: file.sha256.to_string(),
+            });
+        }
+        // only a cache: a read-only cache dir just means hashing again next time
+        if let Some(dir) = stamp.parent() {
+            let _ = fs::create_dir_all(dir);
+        }
+        // a torn stamp only fails to match next time (and the file is hashed again)
+        let _ = fs::write(&stamp, expected_stamp.as_bytes());
+        Ok(())
+    }
+}
+
 /// Resolve a named file (see the module docs for the search order).
 pub fn path(name: &str) -> Result<PathBuf, DataError> {
     DataStore::from_env().path(find(name)?)
@@ -235,6 +298,13 @@ pub fn path(name: &str) -> Result<PathBuf, DataError> {
 pub fn read_to_string(name: &str) -> Result<String, DataError> {
     let p = path(name)?;
     fs::read_to_string(&p).map_err(io_err(&p))
+}
+
+/// `text` without a leading UTF-8 byte-order mark (which some editors on
+/// Windows write at the start of a file). JSON and CSV readers strip it, as
+/// Python's `utf-8-sig` does, so the first line is read as written.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
 /// The sha256 of a file, as lowercase hex.
@@ -611,11 +681,47 @@ mod tests {
         assert_eq!(store.path(&file).unwrap(), p);
         // 3. a local copy wins
         fs::create_dir_all(local.path().join("nested")).unwrap();
-        fs::write(local.path().join("nested/file.txt"), b"local").unwrap();
-        assert_eq!(
-            store.path(&file).unwrap(),
-            local.path().join("nested/file.txt")
-        );
+        let local_copy = local.path().join("nested/file.txt");
+        fs::write(&local_copy, BODY).unwrap();
+        assert_eq!(store.path(&file).unwrap(), local_copy);
+        // verified once: the stamp remembers this copy
+        let stamps = cache.path().join(".verified");
+        assert_eq!(fs::read_dir(&stamps).unwrap().count(), 2);
+        assert_eq!(store.path(&file).unwrap(), local_copy);
+    }
+
+    #[test]
+    fn a_damaged_local_copy_is_named_never_used() {
+        let file = DataFile {
+            name: "vocab.bpe",
+            url: "http://127.0.0.1:9/vocab.bpe",
+            member: None,
+            sha256: Box::leak(sha(BODY).into_boxed_str()),
+            bytes: BODY.len() as u64,
+            licence: "test",
+        };
+        let local = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let store = DataStore {
+            local_dir: Some(local.path().to_path_buf()),
+            cache_dir: cache.path().to_path_buf(),
+            verbose: false,
+        };
+        let copy = local.path().join("vocab.bpe");
+        // cut in half, then the right size with one byte changed (after a
+        // verified copy: the stamp must not hide the change)
+        fs::write(&copy, &BODY[..BODY.len() / 2]).unwrap();
+        let err = store.path(&file).unwrap_err().to_string();
+        assert!(err.contains(&copy.display().to_string()), "{err}");
+        assert!(err.contains("cut short, damaged or another version"), "{err}");
+        fs::write(&copy, BODY).unwrap();
+        store.path(&file).unwrap();
+        let mut changed = BODY.to_vec();
+        changed[0] ^= 1;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::write(&copy, &changed).unwrap();
+        let err = store.path(&file).unwrap_err().to_string();
+        assert!(err.contains("sha256"), "{err}");
     }
 
     #[test]

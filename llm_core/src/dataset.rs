@@ -132,10 +132,30 @@ impl GptDatasetV1 {
 
     /// A loader over the pairs (PyTorch's `DataLoader(dataset, batch_size,
     /// shuffle, drop_last)`).
+    ///
+    /// # Panics
+    /// If `batch_size` is 0; [`GptDatasetV1::try_into_loader`] returns the
+    /// error (as [`create_dataloader_v1`] does).
     pub fn into_loader(self, batch_size: usize, shuffle: bool, drop_last: bool) -> TensorLoader {
-        TensorLoader::new(self.input_ids, self.target_ids, batch_size)
-            .shuffle(shuffle)
-            .drop_last(drop_last)
+        self.try_into_loader(batch_size, shuffle, drop_last)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`GptDatasetV1::into_loader`], or an error when `batch_size` is 0.
+    pub fn try_into_loader(
+        self,
+        batch_size: usize,
+        shuffle: bool,
+        drop_last: bool,
+    ) -> Result<TensorLoader, DatasetError> {
+        if batch_size == 0 {
+            return Err(DatasetError::Zero { name: "batch_size" });
+        }
+        Ok(
+            TensorLoader::new(self.input_ids, self.target_ids, batch_size)
+                .shuffle(shuffle)
+                .drop_last(drop_last),
+        )
     }
 }
 

@@ -20,10 +20,68 @@
 //! # Ok::<(), llm_core::model::ModelError>(())
 //! ```
 
-use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
-use crate::tokenizer::{self, Tokenizer};
+use crate::model::{check_token_ids, LanguageModel, ModelError};
+use crate::tokenizer::{self, Tokenizer, TokenizerError};
+
+/// Settings or a prompt that generation cannot take; each names the
+/// accepted range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    /// A setting outside its range.
+    #[error("{name} = {value} is out of range; accepted: {accepted}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        accepted: String,
+    },
+    /// An empty prompt.
+    #[error("the prompt is empty: generation needs at least one token to start from")]
+    EmptyPrompt,
+    /// The model's logits became NaN (its weights have diverged).
+    #[error("the model's logits contain NaN at new token {step}: its weights have diverged (NaN); retrain or reload them")]
+    NanLogits { step: i64 },
+    /// The prompt or the model rejected the input.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+fn setting(name: &'static str, value: impl ToString, accepted: impl Into<String>) -> GenerateError {
+    GenerateError::Setting {
+        name,
+        value: value.to_string(),
+        accepted: accepted.into(),
+    }
+}
+
+/// The checks `generate` and `generate_text_simple` share: a `[batch,
+/// num_tokens]` prompt of valid ids, and `context_size` within the model's.
+fn check_prompt<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+) -> Result<(), GenerateError> {
+    let context_length = model.context_length();
+    if !(1..=context_length).contains(&context_size) {
+        return Err(setting(
+            "context_size",
+            context_size,
+            format!("1 to the model's context length {context_length}"),
+        ));
+    }
+    if max_new_tokens < 0 {
+        return Err(setting("max_new_tokens", max_new_tokens, "0 or more"));
+    }
+    if idx.dim() == 2 && idx.size()[1] == 0 || idx.numel() == 0 {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    // the model sees at most the last `context_size` tokens, so only the
+    // ids matter here, not the prompt's length
+    check_token_ids(idx, model.vocab_size(), i64::MAX)?;
+    Ok(())
+}
 
 /// The book's `text_to_token_ids` (§5.1.1): encode `text` and return the ids
 /// as a `[1, num_tokens]` tensor (a batch of one), ready for the model.
@@ -54,17 +112,25 @@ pub fn token_ids_to_text<T: Tokenizer + ?Sized>(
 ) -> tokenizer::Result<String> {
     let ids: Vec<i64> =
         Vec::try_from(token_ids.flatten(0, -1).to_kind(Kind::Int64)).unwrap_or_default();
-    // a negative id (such as chapter 7's -100) is reported as unknown id u32::MAX
-    let ids: Vec<u32> = ids
+    let ids = ids
         .into_iter()
-        .map(|i| u32::try_from(i).unwrap_or(u32::MAX))
-        .collect();
+        .map(|i| {
+            u32::try_from(i).map_err(|_| TokenizerError::UnknownId {
+                id: i,
+                vocab_size: tokenizer.vocab_size(),
+            })
+        })
+        .collect::<tokenizer::Result<Vec<u32>>>()?;
     tokenizer.decode(&ids)
 }
 
 /// Keep the `k` largest logits of each row (`[batch, vocab]`) and set every
 /// value below the `k`-th largest to −∞ (§5.3.2). Ties with the `k`-th
-/// largest are kept, as in the book. `k` is clamped to `1..=vocab`.
+/// largest are kept, as in the book.
+///
+/// # Panics
+/// If `k` is not between 1 and the vocabulary size (the last dimension),
+/// as `torch.topk` raises; [`try_top_k_filter`] returns the error instead.
 ///
 /// ```
 /// use llm_core::generate::top_k_filter;
@@ -78,11 +144,39 @@ pub fn token_ids_to_text<T: Tokenizer + ?Sized>(
 /// assert!(top3[1] == f32::NEG_INFINITY && top3[8] == f32::NEG_INFINITY);
 /// ```
 pub fn top_k_filter(logits: &Tensor, k: i64) -> Tensor {
-    let vocab = logits.size().last().copied().unwrap_or(1);
-    let k = k.clamp(1, vocab.max(1));
+    try_top_k_filter(logits, k).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`top_k_filter`], or an error when `k` is not between 1 and the
+/// vocabulary size.
+pub fn try_top_k_filter(logits: &Tensor, k: i64) -> Result<Tensor, GenerateError> {
+    let vocab = logits.size().last().copied().unwrap_or(0);
+    if !(1..=vocab).contains(&k) {
+        return Err(setting(
+            "top_k",
+            k,
+            format!("1 to the vocabulary size {vocab}"),
+        ));
+    }
     let (top_logits, _) = logits.topk(k, -1, true, true);
     let min_val = top_logits.narrow(-1, k - 1, 1);
-    logits.masked_fill(&logits.lt_tensor(&min_val), f64::NEG_INFINITY)
+    Ok(logits.masked_fill(&logits.lt_tensor(&min_val), f64::NEG_INFINITY))
+}
+
+/// `softmax(logits / temperature)`, as the book computes it; when the
+/// division overflows (a temperature so small that `logits / temperature`
+/// is infinite), the same distribution from the shifted logits
+/// `(logits - max) / temperature`, which cannot overflow.
+fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
+    let scaled = logits / temperature;
+    let overflow =
+        scaled.isposinf().any().int64_value(&[]) != 0 || scaled.isnan().any().int64_value(&[]) != 0;
+    if overflow {
+        let max = logits.amax(-1, true);
+        ((logits - max) / temperature).softmax(-1, None::<Kind>)
+    } else {
+        scaled.softmax(-1, None::<Kind>)
+    }
 }
 
 /// The book's `generate` (§5.3.3): append up to `max_new_tokens` tokens to
@@ -118,7 +212,11 @@ pub fn top_k_filter(logits: &Tensor, k: i64) -> Tensor {
 /// assert!(greedy.equal(&generate_text_simple(&model, &idx, 6, 8)));
 /// # Ok::<(), llm_core::model::ModelError>(())
 /// ```
-pub fn generate<M: ModuleT + ?Sized>(
+///
+/// # Panics
+/// On settings or a prompt it cannot take, with the message of
+/// [`try_generate`] (which returns it as an error instead).
+pub fn generate<M: LanguageModel + ?Sized>(
     model: &M,
     idx: &Tensor,
     max_new_tokens: i64,
@@ -127,19 +225,92 @@ pub fn generate<M: ModuleT + ?Sized>(
     top_k: Option<i64>,
     eos_id: Option<i64>,
 ) -> Tensor {
+    try_generate(
+        model,
+        idx,
+        max_new_tokens,
+        context_size,
+        temperature,
+        top_k,
+        eos_id,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`generate`], checking everything first. The errors name the setting and
+/// its accepted range:
+///
+/// | input | accepted |
+/// |---|---|
+/// | `idx` | `[batch, num_tokens]` int64 ids in `0..vocab_size`, at least one token |
+/// | `max_new_tokens` | 0 or more |
+/// | `context_size` | 1 to the model's context length |
+/// | `temperature` | 0 (greedy) or a positive finite number |
+/// | `top_k` | 1 to the vocabulary size |
+/// | `eos_id` | an id in `0..vocab_size` |
+///
+/// ```
+/// use llm_core::generate::try_generate;
+/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::tch::{nn, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
+///                       ..GptConfig::gpt2_small() };
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let idx = Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0);
+/// let err = try_generate(&model, &idx, 5, 8, -1.0, None, None).unwrap_err();
+/// assert_eq!(err.to_string(),
+///            "temperature = -1 is out of range; accepted: 0 (greedy) or a positive finite number");
+/// # Ok::<(), llm_core::model::ModelError>(())
+/// ```
+pub fn try_generate<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+    temperature: f64,
+    top_k: Option<i64>,
+    eos_id: Option<i64>,
+) -> Result<Tensor, GenerateError> {
+    check_prompt(model, idx, max_new_tokens, context_size)?;
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        return Err(setting(
+            "temperature",
+            temperature,
+            "0 (greedy) or a positive finite number",
+        ));
+    }
+    let vocab = model.vocab_size();
+    if let Some(k) = top_k.filter(|k| !(1..=vocab).contains(k)) {
+        return Err(setting(
+            "top_k",
+            k,
+            format!("1 to the vocabulary size {vocab}"),
+        ));
+    }
+    if let Some(eos) = eos_id.filter(|e| !(0..vocab).contains(e)) {
+        return Err(setting(
+            "eos_id",
+            eos,
+            format!("a token id from 0 to {}", vocab - 1),
+        ));
+    }
     let mut idx = idx.shallow_clone();
-    for _ in 0..max_new_tokens {
+    for step in 0..max_new_tokens {
         let num_tokens = idx.size()[1];
-        let keep = num_tokens.min(context_size.max(1));
+        let keep = num_tokens.min(context_size);
         let idx_cond = idx.narrow(1, num_tokens - keep, keep);
         let logits = tch::no_grad(|| model.forward_t(&idx_cond, false));
         let mut logits = logits.select(1, -1);
+        if logits.isnan().any().int64_value(&[]) != 0 {
+            return Err(GenerateError::NanLogits { step });
+        }
         if let Some(k) = top_k {
-            logits = top_k_filter(&logits, k);
+            logits = try_top_k_filter(&logits, k)?;
         }
         let idx_next = if temperature > 0.0 {
-            let probs = (logits / temperature).softmax(-1, None::<Kind>);
-            probs.multinomial(1, false)
+            temperature_softmax(&logits, temperature).multinomial(1, false)
         } else {
             logits.argmax(-1, true)
         };
@@ -151,5 +322,23 @@ pub fn generate<M: ModuleT + ?Sized>(
         let idx_next = idx_next.to_device(idx.device());
         idx = Tensor::cat(&[idx, idx_next], 1);
     }
-    idx
+    Ok(idx)
+}
+
+/// [`crate::model::generate_text_simple`] (greedy decoding, §4.7), checking
+/// the prompt, `max_new_tokens` and `context_size` first as
+/// [`try_generate`] does.
+pub fn try_generate_text_simple<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+) -> Result<Tensor, GenerateError> {
+    check_prompt(model, idx, max_new_tokens, context_size)?;
+    Ok(crate::model::generate_text_simple_unchecked(
+        model,
+        idx,
+        max_new_tokens,
+        context_size,
+    ))
 }

@@ -161,6 +161,16 @@ pub fn config_from_hf(hf: &Value, path: &Path) -> Result<GptConfig, Gpt2WeightsE
         drop_rate: 0.0,
         qkv_bias: true,
     };
+    if cfg.emb_dim % cfg.n_heads != 0 {
+        return Err(config_err(
+            path,
+            "n_head",
+            format!(
+                "{} does not divide n_embd = {} (each head gets n_embd / n_head dimensions)",
+                cfg.n_heads, cfg.emb_dim
+            ),
+        ));
+    }
     if let Some(act) = hf.get("activation_function").filter(|v| !v.is_null()) {
         if !matches!(act.as_str(), Some("gelu_new" | "gelu_pytorch_tanh")) {
             return Err(config_err(
@@ -195,9 +205,11 @@ pub fn config_from_hf(hf: &Value, path: &Path) -> Result<GptConfig, Gpt2WeightsE
 pub fn read_config(path: impl AsRef<Path>) -> Result<GptConfig, Gpt2WeightsError> {
     let path = path.as_ref();
     let text = fs::read_to_string(path).map_err(io_err(path))?;
-    let hf: Value = serde_json::from_str(&text).map_err(|source| Gpt2WeightsError::Json {
-        path: path.to_path_buf(),
-        source,
+    let hf: Value = serde_json::from_str(crate::data::strip_bom(&text)).map_err(|source| {
+        Gpt2WeightsError::Json {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
     config_from_hf(&hf, path)
 }
@@ -439,10 +451,7 @@ pub fn load_gpt2_safetensors(
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such weights file"),
         });
     }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| Gpt2WeightsError::Torch {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
+    let tensors = checkpoint::read_tensors(path)?;
     load_weights_into_gpt(model, tensors, path)
 }
 

@@ -46,18 +46,17 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tch::nn::ModuleT;
 use tch::{Device, Tensor};
 
 use crate::checkpoint::{self, CheckpointError};
-use crate::generate::{generate, text_to_token_ids, token_ids_to_text};
+use crate::generate::{text_to_token_ids, token_ids_to_text, try_generate};
 use crate::loader::{BatchSampler, DataLoader};
+use crate::model::LanguageModel;
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
 /// GPT-2's `<|endoftext|>`: it ends every example and pads the batches.
 pub const PAD_TOKEN_ID: i64 = crate::tokenizer::GPT2_END_OF_TEXT_ID as i64;
-/// Targets with this value carry no loss (PyTorch's `cross_entropy` default).
-pub const IGNORE_INDEX: i64 = -100;
+pub use crate::loss::IGNORE_INDEX;
 
 /// One instruction example: what to do, an optional input, the desired
 /// output; after §7.7 also the fine-tuned model's response.
@@ -163,9 +162,11 @@ pub fn parse_instruction_data(
     path: impl AsRef<Path>,
 ) -> Result<Vec<InstructionEntry>, InstructionDataError> {
     let path = path.as_ref().to_path_buf();
-    let value: Value = serde_json::from_str(json).map_err(|source| InstructionDataError::Json {
-        path: path.clone(),
-        source,
+    let value: Value = serde_json::from_str(crate::data::strip_bom(json)).map_err(|source| {
+        InstructionDataError::Json {
+            path: path.clone(),
+            source,
+        }
     })?;
     let Value::Array(items) = value else {
         return Err(InstructionDataError::NotAnArray {
@@ -439,6 +440,10 @@ impl InstructionDataset {
 
     /// A loader that collates batches with `collate`, as the book's
     /// `DataLoader(dataset, batch_size, collate_fn, shuffle, drop_last)`.
+    ///
+    /// # Panics
+    /// If `batch_size` is 0 or `collate.allowed_max_length` is `Some(0)`;
+    /// [`InstructionDataset::try_into_loader`] returns the error.
     pub fn into_loader(
         self,
         batch_size: usize,
@@ -446,13 +451,29 @@ impl InstructionDataset {
         drop_last: bool,
         collate: CollateOptions,
     ) -> InstructionLoader {
-        InstructionLoader {
-            sampler: BatchSampler::new(self.len(), batch_size)
+        self.try_into_loader(batch_size, shuffle, drop_last, collate)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`InstructionDataset::into_loader`], or an error for a `batch_size`
+    /// of 0 or an `allowed_max_length` of 0.
+    pub fn try_into_loader(
+        self,
+        batch_size: usize,
+        shuffle: bool,
+        drop_last: bool,
+        collate: CollateOptions,
+    ) -> Result<InstructionLoader, LoaderSettingError> {
+        if collate.allowed_max_length == Some(0) {
+            return Err(CollateError::ZeroMaxLength.into());
+        }
+        Ok(InstructionLoader {
+            sampler: BatchSampler::try_new(self.len(), batch_size)?
                 .shuffle(shuffle)
                 .drop_last(drop_last),
             dataset: self,
             collate,
-        }
+        })
     }
 }
 
@@ -506,11 +527,67 @@ impl Default for CollateOptions {
 ///            [[-100, -100, 20, 21, 50256], [-100, 22, 50256, -100, -100]]);
 /// # Ok::<(), llm_core::tch::TchError>(())
 /// ```
+///
+/// # Panics
+/// On a batch it cannot pad, with the message of [`try_custom_collate_fn`],
+/// which returns the error instead.
 pub fn custom_collate_fn<S: AsRef<[i64]>>(
     batch: &[S],
     instruction_lengths: Option<&[usize]>,
     opts: &CollateOptions,
 ) -> (Tensor, Tensor) {
+    try_custom_collate_fn(batch, instruction_lengths, opts).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A batch [`custom_collate_fn`] cannot pad.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CollateError {
+    #[error("the batch is empty: custom_collate_fn needs at least one item")]
+    EmptyBatch,
+    #[error("instruction_lengths has {lengths} entries for a batch of {items} items; give one length per item")]
+    Lengths { lengths: usize, items: usize },
+    #[error("allowed_max_length = 0 is out of range; accepted: 1 or more, or None for no limit")]
+    ZeroMaxLength,
+}
+
+/// A loader setting out of range (see [`InstructionDataset::try_into_loader`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoaderSettingError {
+    #[error(transparent)]
+    Loader(#[from] crate::loader::LoaderError),
+    #[error(transparent)]
+    Collate(#[from] CollateError),
+}
+
+/// [`custom_collate_fn`], or an error for an empty batch, an
+/// `allowed_max_length` of 0, or `instruction_lengths` that do not give one
+/// length per item.
+///
+/// ```
+/// use llm_core::instruct::{try_custom_collate_fn, CollateOptions};
+///
+/// let batch = [vec![10i64, 11, 12], vec![13, 14]];
+/// let err = try_custom_collate_fn(&batch, Some(&[3]), &CollateOptions::default()).unwrap_err();
+/// assert_eq!(err.to_string(),
+///            "instruction_lengths has 1 entries for a batch of 2 items; give one length per item");
+/// ```
+pub fn try_custom_collate_fn<S: AsRef<[i64]>>(
+    batch: &[S],
+    instruction_lengths: Option<&[usize]>,
+    opts: &CollateOptions,
+) -> Result<(Tensor, Tensor), CollateError> {
+    if batch.is_empty() {
+        return Err(CollateError::EmptyBatch);
+    }
+    if opts.allowed_max_length == Some(0) {
+        return Err(CollateError::ZeroMaxLength);
+    }
+    if let Some(lengths) = instruction_lengths.filter(|l| l.len() != batch.len()) {
+        return Err(CollateError::Lengths {
+            lengths: lengths.len(),
+            items: batch.len(),
+        });
+    }
     let batch_max_length = batch
         .iter()
         .map(|item| item.as_ref().len() + 1)
@@ -546,14 +623,14 @@ pub fn custom_collate_fn<S: AsRef<[i64]>>(
         targets_lst.extend_from_slice(&targets[..length]);
     }
     let shape = [batch.len() as i64, length as i64];
-    (
+    Ok((
         Tensor::from_slice(&inputs_lst)
             .view(shape)
             .to_device(opts.device),
         Tensor::from_slice(&targets_lst)
             .view(shape)
             .to_device(opts.device),
-    )
+    ))
 }
 
 /// The book's `DataLoader` over an [`InstructionDataset`] with the custom
@@ -628,10 +705,19 @@ pub fn extract_response(generated_text: &str, input_text: &str, style: PromptSty
     rest.replace(style.response_marker(), "").trim().to_string()
 }
 
+/// Why a response could not be generated.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseError {
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    #[error(transparent)]
+    Generate(#[from] crate::generate::GenerateError),
+}
+
 /// §7.7 for one entry: the prompt, greedy generation of up to
 /// `max_new_tokens` tokens that stops at `<|endoftext|>`, and the response
 /// cut out of the text.
-pub fn generate_response<M: ModuleT + ?Sized, T: Tokenizer + ?Sized>(
+pub fn generate_response<M: LanguageModel + ?Sized, T: Tokenizer + ?Sized>(
     model: &M,
     tokenizer: &T,
     entry: &InstructionEntry,
@@ -639,10 +725,10 @@ pub fn generate_response<M: ModuleT + ?Sized, T: Tokenizer + ?Sized>(
     max_new_tokens: i64,
     context_size: i64,
     device: Device,
-) -> Result<String, TokenizerError> {
+) -> Result<String, ResponseError> {
     let input_text = style.format_input(entry);
     let idx = text_to_token_ids(&input_text, tokenizer)?.to_device(device);
-    let token_ids = generate(
+    let token_ids = try_generate(
         model,
         &idx,
         max_new_tokens,
@@ -650,14 +736,14 @@ pub fn generate_response<M: ModuleT + ?Sized, T: Tokenizer + ?Sized>(
         0.0,
         None,
         Some(PAD_TOKEN_ID),
-    );
+    )?;
     let generated_text = token_ids_to_text(&token_ids, tokenizer)?;
     Ok(extract_response(&generated_text, &input_text, style))
 }
 
 /// [`generate_response`] for every entry, stored in its `model_response`,
 /// with a progress line.
-pub fn generate_responses<M: ModuleT + ?Sized, T: Tokenizer + ?Sized>(
+pub fn generate_responses<M: LanguageModel + ?Sized, T: Tokenizer + ?Sized>(
     model: &M,
     tokenizer: &T,
     entries: &mut [InstructionEntry],
@@ -665,7 +751,7 @@ pub fn generate_responses<M: ModuleT + ?Sized, T: Tokenizer + ?Sized>(
     max_new_tokens: i64,
     context_size: i64,
     device: Device,
-) -> Result<(), TokenizerError> {
+) -> Result<(), ResponseError> {
     let mut bar = crate::progress::Progress::new("responses", entries.len());
     for (i, entry) in entries.iter_mut().enumerate() {
         let response = generate_response(

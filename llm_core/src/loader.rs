@@ -137,15 +137,34 @@ pub struct BatchSampler {
     pub drop_last: bool,
 }
 
+/// A loader setting out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoaderError {
+    #[error("batch_size = 0 is out of range; accepted: 1 or more")]
+    ZeroBatchSize,
+}
+
 impl BatchSampler {
     /// Batches in order, keeping a smaller last batch (PyTorch's defaults).
+    ///
+    /// # Panics
+    /// If `batch_size` is 0 (PyTorch's `DataLoader` raises too);
+    /// [`BatchSampler::try_new`] returns the error instead.
     pub fn new(len: usize, batch_size: usize) -> Self {
-        BatchSampler {
+        Self::try_new(len, batch_size).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`BatchSampler::new`], or an error when `batch_size` is 0.
+    pub fn try_new(len: usize, batch_size: usize) -> Result<Self, LoaderError> {
+        if batch_size == 0 {
+            return Err(LoaderError::ZeroBatchSize);
+        }
+        Ok(BatchSampler {
             len,
-            batch_size: batch_size.max(1),
+            batch_size,
             shuffle: false,
             drop_last: false,
-        }
+        })
     }
 
     /// Set `shuffle`.
@@ -225,8 +244,22 @@ impl TensorLoader {
     /// A loader; `inputs` and `targets` must have the same first dimension.
     ///
     /// # Panics
-    /// If the first dimensions differ (the message gives both shapes).
+    /// If the first dimensions differ (the message gives both shapes) or
+    /// `batch_size` is 0; [`TensorLoader::try_new`] returns the latter as an
+    /// error.
     pub fn new(inputs: Tensor, targets: Tensor, batch_size: usize) -> Self {
+        Self::try_new(inputs, targets, batch_size).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`TensorLoader::new`], or an error when `batch_size` is 0.
+    ///
+    /// # Panics
+    /// If the first dimensions differ (a bug in the calling code, not input).
+    pub fn try_new(
+        inputs: Tensor,
+        targets: Tensor,
+        batch_size: usize,
+    ) -> Result<Self, LoaderError> {
         let (n, m) = (inputs.size()[0], targets.size()[0]);
         assert_eq!(
             n,
@@ -235,11 +268,11 @@ impl TensorLoader {
             inputs.size(),
             targets.size()
         );
-        TensorLoader {
+        Ok(TensorLoader {
             inputs,
             targets,
-            sampler: BatchSampler::new(n as usize, batch_size),
-        }
+            sampler: BatchSampler::try_new(n as usize, batch_size)?,
+        })
     }
 
     /// Set `shuffle`.

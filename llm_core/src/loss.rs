@@ -32,6 +32,10 @@ use tch::{Device, Reduction, Tensor};
 
 use crate::loader::DataLoader;
 
+/// Targets with this value carry no loss (PyTorch's `cross_entropy`
+/// default `ignore_index`; chapter 7 pads its targets with it).
+pub const IGNORE_INDEX: i64 = -100;
+
 /// The book's `calc_loss_batch`: the model's logits for `input_batch`
 /// (`[batch, num_tokens]` token ids) flattened to `[batch * num_tokens,
 /// vocab]`, and their mean cross-entropy against `target_batch` (same shape
@@ -73,7 +77,7 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
         &target_batch.flatten(0, -1),
         None,
         Reduction::Mean,
-        -100,
+        IGNORE_INDEX,
         0.0,
     )
 }

@@ -45,13 +45,96 @@ use tch::{Kind, Tensor};
 use crate::attention::{AttentionError, Dropout, MultiHeadAttention};
 use crate::init;
 
-/// Errors from choosing or building a model.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Errors from choosing or building a model, or from input it cannot take.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ModelError {
     #[error("unknown model {name:?}; known models: {known}")]
     UnknownModel { name: String, known: String },
     #[error(transparent)]
     Attention(#[from] AttentionError),
+    /// A configuration value outside its range.
+    #[error("config: {field} = {value} is out of range; accepted: {accepted}")]
+    Config {
+        field: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
+    /// Token ids of the wrong shape or type.
+    #[error("token ids: {0}")]
+    Input(String),
+    /// More tokens than the model's positional embeddings cover.
+    #[error(
+        "the input has {tokens} tokens, more than the model's context length {context_length}"
+    )]
+    TooLong { tokens: i64, context_length: i64 },
+    /// A token id outside `0..vocab_size`.
+    #[error("token id {id} is outside the vocabulary (ids are 0 to {}); {hint}", vocab_size - 1)]
+    TokenId {
+        id: i64,
+        vocab_size: i64,
+        hint: &'static str,
+    },
+}
+
+/// What a token id outside the vocabulary most likely is.
+fn token_id_hint(id: i64) -> &'static str {
+    if id < 0 {
+        "token ids are never negative (-100 marks padded targets that the loss ignores: pass the inputs, not the targets)"
+    } else {
+        "was the text encoded with another tokenizer, or the model built with a smaller vocab_size?"
+    }
+}
+
+/// Check that `ids` is a `[batch, num_tokens]` tensor of int64 token ids,
+/// each in `0..vocab_size`, with at most `context_length` tokens per row.
+/// (One min/max pass over the ids; libtorch's own error would name neither
+/// the id nor the vocabulary, and on CUDA an out-of-range id is fatal.)
+pub fn check_token_ids(
+    ids: &Tensor,
+    vocab_size: i64,
+    context_length: i64,
+) -> Result<(), ModelError> {
+    if ids.dim() != 2 {
+        return Err(ModelError::Input(format!(
+            "expected shape [batch, num_tokens], got {:?} (a single sequence needs .unsqueeze(0))",
+            ids.size()
+        )));
+    }
+    if !matches!(ids.kind(), Kind::Int64 | Kind::Int) {
+        return Err(ModelError::Input(format!(
+            "expected int64 token ids, got {:?}",
+            ids.kind()
+        )));
+    }
+    let tokens = ids.size()[1];
+    if tokens > context_length {
+        return Err(ModelError::TooLong {
+            tokens,
+            context_length,
+        });
+    }
+    if ids.numel() > 0 {
+        let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
+        for id in [lo, hi] {
+            if !(0..vocab_size).contains(&id) {
+                return Err(ModelError::TokenId {
+                    id,
+                    vocab_size,
+                    hint: token_id_hint(id),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What generation needs to know of a model besides its forward pass:
+/// how many positions it covers and how many tokens it knows.
+pub trait LanguageModel: ModuleT {
+    /// The longest input, in tokens.
+    fn context_length(&self) -> i64;
+    /// The number of token ids (the width of the logits).
+    fn vocab_size(&self) -> i64;
 }
 
 /// The book's model configuration (`GPT_CONFIG_124M` and friends). Serialises
@@ -169,6 +252,51 @@ impl GptConfig {
         let norms = 2 * (2 * e);
         let block = att + ff + norms;
         v * e + c * e + self.n_layers * block + 2 * e + linear(e, v, false)
+    }
+
+    /// Check every field: sizes at least 1, `emb_dim` a multiple of
+    /// `n_heads`, `drop_rate` between 0 and 1. [`GptModel::new`] calls it
+    /// before drawing any weight.
+    ///
+    /// ```
+    /// use llm_core::model::GptConfig;
+    ///
+    /// let bad = GptConfig { drop_rate: 1.5, ..GptConfig::gpt2_small() };
+    /// assert_eq!(bad.validate().unwrap_err().to_string(),
+    ///            "config: drop_rate = 1.5 is out of range; accepted: 0 to 1");
+    /// ```
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("context_length", self.context_length),
+            ("emb_dim", self.emb_dim),
+            ("n_heads", self.n_heads),
+            ("n_layers", self.n_layers),
+        ];
+        for (field, value) in positive {
+            if value < 1 {
+                return Err(ModelError::Config {
+                    field,
+                    value: value.to_string(),
+                    accepted: "an integer of at least 1",
+                });
+            }
+        }
+        if !(0.0..=1.0).contains(&self.drop_rate) {
+            return Err(ModelError::Config {
+                field: "drop_rate",
+                value: self.drop_rate.to_string(),
+                accepted: "0 to 1",
+            });
+        }
+        if self.emb_dim % self.n_heads != 0 {
+            return Err(AttentionError::HeadsDoNotDivide {
+                d_out: self.emb_dim,
+                num_heads: self.n_heads,
+            }
+            .into());
+        }
+        Ok(())
     }
 
     /// [`GptConfig::num_parameters`] with the output head tied to the token
@@ -401,7 +529,10 @@ impl ModuleT for TransformerBlock {
 /// ```
 ///
 /// # Panics
-/// `forward_t` panics when the input has more than `context_length` tokens.
+/// `forward_t` panics, with the message of [`GptModel::try_forward`], on
+/// input it cannot take: more than `context_length` tokens, a token id
+/// outside the vocabulary, or a tensor that is not `[batch, num_tokens]`
+/// int64.
 #[derive(Debug)]
 pub struct GptModel {
     pub cfg: GptConfig,
@@ -416,16 +547,11 @@ pub struct GptModel {
 impl GptModel {
     /// Create the model under `path` in the book's order: `tok_emb`,
     /// `pos_emb`, `trf_blocks.0` … `trf_blocks.{n_layers-1}`, `final_norm`,
-    /// `out_head`. Fails when `emb_dim` is not a multiple of `n_heads`.
+    /// `out_head`. Fails, before drawing any weight, when the config is out
+    /// of range ([`GptConfig::validate`]).
     pub fn new<'a, P: Borrow<Path<'a>>>(path: P, cfg: &GptConfig) -> Result<Self, ModelError> {
         // fail before drawing anything (PyTorch would fail after the embeddings)
-        if cfg.n_heads <= 0 || cfg.emb_dim % cfg.n_heads != 0 {
-            return Err(AttentionError::HeadsDoNotDivide {
-                d_out: cfg.emb_dim,
-                num_heads: cfg.n_heads,
-            }
-            .into());
-        }
+        cfg.validate()?;
         let path = path.borrow();
         let tok_emb = init::embedding(path / "tok_emb", cfg.vocab_size, cfg.emb_dim);
         let pos_emb = init::embedding(path / "pos_emb", cfg.context_length, cfg.emb_dim);
@@ -482,14 +608,30 @@ impl GptModel {
     }
 }
 
-impl ModuleT for GptModel {
-    fn forward_t(&self, in_idx: &Tensor, train: bool) -> Tensor {
+impl GptModel {
+    /// The forward pass, after checking the input ([`check_token_ids`]):
+    /// `[batch, num_tokens]` int64 ids in `0..vocab_size`, at most
+    /// `context_length` of them.
+    ///
+    /// ```
+    /// use llm_core::model::{GptConfig, GptModel};
+    /// use llm_core::tch::{nn, Device, Tensor};
+    ///
+    /// let cfg = GptConfig { vocab_size: 100, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
+    ///                       ..GptConfig::gpt2_small() };
+    /// let vs = nn::VarStore::new(Device::Cpu);
+    /// let model = GptModel::new(vs.root(), &cfg)?;
+    /// let err = model.try_forward(&Tensor::from_slice(&[1i64, 100]).unsqueeze(0), false).unwrap_err();
+    /// assert!(err.to_string().starts_with("token id 100 is outside the vocabulary (ids are 0 to 99)"));
+    /// # Ok::<(), llm_core::model::ModelError>(())
+    /// ```
+    pub fn try_forward(&self, in_idx: &Tensor, train: bool) -> Result<Tensor, ModelError> {
+        check_token_ids(in_idx, self.cfg.vocab_size, self.cfg.context_length)?;
+        Ok(self.forward_unchecked(in_idx, train))
+    }
+
+    fn forward_unchecked(&self, in_idx: &Tensor, train: bool) -> Tensor {
         let seq_len = in_idx.size()[1];
-        assert!(
-            seq_len <= self.cfg.context_length,
-            "the input has {seq_len} tokens, more than the model's context length {}",
-            self.cfg.context_length
-        );
         let tok_embeds = self.tok_emb.forward(in_idx);
         let positions = Tensor::arange(seq_len, (Kind::Int64, in_idx.device()));
         let pos_embeds = self.pos_emb.forward(&positions);
@@ -500,6 +642,22 @@ impl ModuleT for GptModel {
         }
         let x = self.final_norm.forward(&x);
         self.out_head.forward(&x)
+    }
+}
+
+impl ModuleT for GptModel {
+    fn forward_t(&self, in_idx: &Tensor, train: bool) -> Tensor {
+        self.try_forward(in_idx, train)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+impl LanguageModel for GptModel {
+    fn context_length(&self) -> i64 {
+        self.cfg.context_length
+    }
+    fn vocab_size(&self) -> i64 {
+        self.cfg.vocab_size
     }
 }
 
@@ -523,7 +681,24 @@ impl ModuleT for GptModel {
 /// assert_eq!(out.size(), [1, 8]);
 /// # Ok::<(), llm_core::model::ModelError>(())
 /// ```
-pub fn generate_text_simple<M: ModuleT + ?Sized>(
+///
+/// # Panics
+/// On a prompt or sizes it cannot take (an empty or 1-D prompt, ids outside
+/// the vocabulary, `context_size` above the model's), with the message of
+/// [`crate::generate::try_generate_text_simple`], which returns the error
+/// instead.
+pub fn generate_text_simple<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+) -> Tensor {
+    crate::generate::try_generate_text_simple(model, idx, max_new_tokens, context_size)
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The book's loop of [`generate_text_simple`], without the checks.
+pub(crate) fn generate_text_simple_unchecked<M: ModuleT + ?Sized>(
     model: &M,
     idx: &Tensor,
     max_new_tokens: i64,

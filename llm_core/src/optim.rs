@@ -80,6 +80,14 @@ pub enum OptimError {
     },
     #[error("optimizer state has a tensor {name:?} that belongs to no parameter")]
     Unexpected { name: String },
+    #[error("optimizer state tensor {name:?} is {actual}, expected float32")]
+    Dtype { name: String, actual: String },
+    #[error("{name} = {value} is out of range; accepted: {accepted}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        accepted: &'static str,
+    },
 }
 
 /// The two running averages AdamW keeps for one parameter.
@@ -134,9 +142,40 @@ pub fn named_parameters(vs: &VarStore, params: &[&Tensor]) -> Vec<(String, Tenso
 impl AdamW {
     /// AdamW over `params` (name, tensor) with learning rate `lr` and
     /// decoupled weight decay `weight_decay` (the book uses 0.1).
+    ///
+    /// # Panics
+    /// If `lr` or `weight_decay` is negative, NaN or infinite (PyTorch
+    /// raises "Invalid learning rate" too); [`AdamW::try_new`] returns the
+    /// error instead.
     pub fn new(params: Vec<(String, Tensor)>, lr: f64, weight_decay: f64) -> Self {
+        Self::try_new(params, lr, weight_decay).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`AdamW::new`], or an error when `lr` or `weight_decay` is not a
+    /// finite number of 0 or more.
+    ///
+    /// ```
+    /// use llm_core::optim::AdamW;
+    ///
+    /// let err = AdamW::try_new(vec![], f64::NAN, 0.1).unwrap_err();
+    /// assert_eq!(err.to_string(), "lr = NaN is out of range; accepted: a finite number, 0 or more");
+    /// ```
+    pub fn try_new(
+        params: Vec<(String, Tensor)>,
+        lr: f64,
+        weight_decay: f64,
+    ) -> Result<Self, OptimError> {
+        for (name, value) in [("lr", lr), ("weight_decay", weight_decay)] {
+            if !(value.is_finite() && value >= 0.0) {
+                return Err(OptimError::Setting {
+                    name,
+                    value: value.to_string(),
+                    accepted: "a finite number, 0 or more",
+                });
+            }
+        }
         let moments = params.iter().map(|_| None).collect();
-        AdamW {
+        Ok(AdamW {
             params,
             moments,
             lr,
@@ -144,7 +183,7 @@ impl AdamW {
             betas: (0.9, 0.999),
             eps: 1e-8,
             step: 0,
-        }
+        })
     }
 
     /// The parameters this optimizer updates.
@@ -254,6 +293,12 @@ impl AdamW {
                                 name: format!("{name}.{suffix}"),
                                 expected: param.size(),
                                 actual: t.size(),
+                            });
+                        }
+                        if t.kind() != Kind::Float {
+                            return Err(OptimError::Dtype {
+                                name: format!("{name}.{suffix}"),
+                                actual: format!("{:?}", t.kind()),
                             });
                         }
                     }

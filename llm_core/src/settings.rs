@@ -71,15 +71,48 @@ pub fn env_var_name(name: &str) -> String {
     format!("LLM_{}", name.to_uppercase())
 }
 
-/// True when `LLM_SMOKE` is set to `1`, `true` or `yes`.
+/// Read an on/off flag as people write it: `1`, `true`, `yes`, `on` or
+/// `0`, `false`, `no`, `off` (any case; empty is off). Anything else is
+/// `None`, never a silent "off".
+///
+/// ```
+/// use llm_core::settings::parse_flag;
+///
+/// assert_eq!(parse_flag("ON"), Some(true));
+/// assert_eq!(parse_flag("0"), Some(false));
+/// assert_eq!(parse_flag("smoke"), None);
+/// ```
+pub fn parse_flag(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "" | "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Whether `LLM_SMOKE` asks for smoke settings ([`parse_flag`]; unset is
+/// off), or an error naming the value when it is not a flag.
+pub fn try_smoke_from_env() -> Result<bool, SettingError> {
+    match std::env::var("LLM_SMOKE") {
+        Err(_) => Ok(false),
+        Ok(raw) => parse_flag(&raw).ok_or_else(|| SettingError {
+            name: "smoke".to_string(),
+            var: "LLM_SMOKE".to_string(),
+            value: raw.clone(),
+            ty: "flag",
+            reason: "accepted: 1, true, yes, on (smoke run) or 0, false, no, off (full run)"
+                .to_string(),
+        }),
+    }
+}
+
+/// True when `LLM_SMOKE` is `1`, `true`, `yes` or `on` (see [`parse_flag`]).
+///
+/// # Panics
+/// If `LLM_SMOKE` is set to something else (such as `smoke`), with the
+/// accepted values; [`try_smoke_from_env`] returns the error instead.
 pub fn smoke_from_env() -> bool {
-    matches!(
-        std::env::var("LLM_SMOKE")
-            .as_deref()
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Ok("1" | "true" | "yes")
-    )
+    try_smoke_from_env().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Error for a setting whose environment variable does not parse.
@@ -95,6 +128,9 @@ pub struct SettingError {
 
 impl Settings {
     /// Settings in smoke mode when `LLM_SMOKE=1`, else with the full values.
+    ///
+    /// # Panics
+    /// If `LLM_SMOKE` is not an on/off flag ([`smoke_from_env`]).
     pub fn from_env() -> Self {
         Self::new(smoke_from_env())
     }

@@ -91,8 +91,9 @@ type Record = (usize, Vec<String>);
 
 /// Split `text` into records of fields separated by `sep`, as pandas' C
 /// parser does with its default quoting (or with none). Blank lines are
-/// skipped, `\r\n` ends a line like `\n`.
-fn parse_records(text: &str, sep: char, quoting: Quoting) -> Vec<Record> {
+/// skipped, `\r\n` ends a line like `\n`. A quote that is never closed is
+/// an error carrying the line where it opened (pandas: "EOF inside string").
+fn parse_records(text: &str, sep: char, quoting: Quoting) -> Result<Vec<Record>, usize> {
     #[derive(PartialEq)]
     enum State {
         StartField,
@@ -106,6 +107,7 @@ fn parse_records(text: &str, sep: char, quoting: Quoting) -> Vec<Record> {
     let mut state = State::StartField;
     let mut line = 1;
     let mut start_line = 1;
+    let mut quote_line = 1;
     let mut chars = text.chars().peekable();
     let end_record =
         |fields: &mut Vec<String>, field: &mut String, records: &mut Vec<Record>, at: usize| {
@@ -130,6 +132,7 @@ fn parse_records(text: &str, sep: char, quoting: Quoting) -> Vec<Record> {
             }
             _ if state == State::StartField && c == '"' && quoting == Quoting::Pandas => {
                 state = State::InQuoted;
+                quote_line = line;
             }
             State::QuoteInQuoted if c == '"' => {
                 field.push('"');
@@ -155,17 +158,30 @@ fn parse_records(text: &str, sep: char, quoting: Quoting) -> Vec<Record> {
             }
         }
     }
+    if state == State::InQuoted {
+        return Err(quote_line);
+    }
     if state != State::StartField || !fields.is_empty() || !field.is_empty() {
         end_record(&mut fields, &mut field, &mut records, start_line);
     }
-    records
+    Ok(records)
+}
+
+fn unclosed_quote(path: &Path, line: usize) -> SpamDataError {
+    line_err(
+        path,
+        line,
+        "a field starting with a double quote (\") here is never closed: the rest of the file would be one message (pandas stops with \"EOF inside string\"). Close the quote, or read the file with Quoting::None",
+    )
 }
 
 fn read(path: &Path) -> Result<String, SpamDataError> {
-    std::fs::read_to_string(path).map_err(|source| SpamDataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    std::fs::read_to_string(path)
+        .map(|text| crate::data::strip_bom(&text).to_string())
+        .map_err(|source| SpamDataError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn line_err(path: &Path, line: usize, message: impl Into<String>) -> SpamDataError {
@@ -196,6 +212,7 @@ pub fn read_sms_collection(
     let path = path.as_ref();
     let text = read(path)?;
     parse_records(&text, '\t', quoting)
+        .map_err(|line| unclosed_quote(path, line))?
         .into_iter()
         .map(|(line, fields)| {
             if fields.len() != 2 {
@@ -229,7 +246,9 @@ pub fn read_sms_collection(
 pub fn read_split_csv(path: impl AsRef<Path>) -> Result<Vec<SmsMessage>, SpamDataError> {
     let path = path.as_ref();
     let text = read(path)?;
-    let mut records = parse_records(&text, ',', Quoting::Pandas).into_iter();
+    let mut records = parse_records(&text, ',', Quoting::Pandas)
+        .map_err(|line| unclosed_quote(path, line))?
+        .into_iter();
     match records.next() {
         Some((_, header)) if header == ["Label", "Text"] => {}
         Some((line, header)) => {
@@ -411,10 +430,26 @@ impl SpamDataset {
 
     /// A loader of `(token ids [batch, max_length], labels [batch])` batches,
     /// as the book's `DataLoader(dataset, batch_size, shuffle, drop_last)`.
+    ///
+    /// # Panics
+    /// If `batch_size` is 0; [`SpamDataset::try_into_loader`] returns the error.
     pub fn into_loader(self, batch_size: usize, shuffle: bool, drop_last: bool) -> TensorLoader {
-        TensorLoader::new(self.encoded_texts, self.labels, batch_size)
-            .shuffle(shuffle)
-            .drop_last(drop_last)
+        self.try_into_loader(batch_size, shuffle, drop_last)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`SpamDataset::into_loader`], or an error when `batch_size` is 0.
+    pub fn try_into_loader(
+        self,
+        batch_size: usize,
+        shuffle: bool,
+        drop_last: bool,
+    ) -> Result<TensorLoader, crate::loader::LoaderError> {
+        Ok(
+            TensorLoader::try_new(self.encoded_texts, self.labels, batch_size)?
+                .shuffle(shuffle)
+                .drop_last(drop_last),
+        )
     }
 }
 

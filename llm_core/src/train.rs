@@ -74,6 +74,13 @@ pub enum TrainError {
         global_step: i64,
         lr: f64,
     },
+    /// A setting outside its range (checked before the first step).
+    #[error("{name} = {value} is out of range; accepted: {accepted}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        accepted: String,
+    },
     /// The training loader has no batches (too little text for one batch).
     #[error("the training loader has no batches: the text is shorter than one batch of batch_size x (context_length + 1) tokens")]
     EmptyLoader,
@@ -376,6 +383,63 @@ where
     )
 }
 
+/// Check the options and learning rates before the first step: every
+/// count at least 1 and every learning rate finite and not negative (a NaN
+/// learning rate would silently turn the weights into NaN).
+fn check_settings(
+    opts: &TrainOptions,
+    lr: f64,
+    schedule: Option<&LrSchedule>,
+) -> Result<(), TrainError> {
+    let bad = |name: &'static str, value: String, accepted: &str| TrainError::Setting {
+        name,
+        value,
+        accepted: accepted.to_string(),
+    };
+    for (name, value) in [
+        ("num_epochs", opts.num_epochs),
+        ("eval_freq", opts.eval_freq),
+        ("eval_iter", opts.eval_iter),
+    ] {
+        if value == 0 {
+            return Err(bad(name, "0".into(), "1 or more"));
+        }
+    }
+    if opts.sample_tokens < 0 {
+        return Err(bad(
+            "sample_tokens",
+            opts.sample_tokens.to_string(),
+            "0 or more",
+        ));
+    }
+    let rates: Vec<(&'static str, f64)> = match schedule {
+        None => vec![("lr", lr)],
+        Some(s) => vec![
+            ("initial_lr", s.initial_lr),
+            ("peak_lr", s.peak_lr),
+            ("min_lr", s.min_lr),
+        ],
+    };
+    for (name, value) in rates {
+        if !(value.is_finite() && value >= 0.0) {
+            return Err(bad(name, value.to_string(), "a finite number, 0 or more"));
+        }
+    }
+    if let Some(s) = schedule {
+        if s.total_steps == 0 {
+            return Err(bad("total_steps", "0".into(), "1 or more"));
+        }
+        if let Some(m) = s.max_norm.filter(|m| !(m.is_finite() && *m > 0.0)) {
+            return Err(bad(
+                "max_norm",
+                m.to_string(),
+                "a positive finite number, or None",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn run<T, V, K>(
     model: &GptModel,
     train_loader: &T,
@@ -390,11 +454,22 @@ where
     V: DataLoader + ?Sized,
     K: Tokenizer + ?Sized,
 {
+    check_settings(opts, optimizer.lr, schedule)?;
     let steps_per_epoch = train_loader.num_batches();
     if steps_per_epoch == 0 {
         return Err(TrainError::EmptyLoader);
     }
     let mut history = opts.resume.clone().unwrap_or_default();
+    if opts.num_epochs <= history.epochs_completed {
+        return Err(TrainError::Setting {
+            name: "num_epochs",
+            value: opts.num_epochs.to_string(),
+            accepted: format!(
+                "more than the {} epochs the resumed run has completed (num_epochs counts them too)",
+                history.epochs_completed
+            ),
+        });
+    }
     history.steps_per_epoch = steps_per_epoch;
     let first_epoch = history.epochs_completed;
     let total = opts.num_epochs.saturating_sub(first_epoch) * steps_per_epoch;

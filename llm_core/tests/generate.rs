@@ -94,8 +94,14 @@ fn top_k_filter_masks_below_the_kth_per_row() {
         Vec::<f32>::try_from(f.get(1)).unwrap(),
         [9.0, 8.0, inf, inf]
     );
-    // k larger than the vocabulary keeps everything
-    assert!(top_k_filter(&logits, 99).equal(&logits));
+    // k outside 1..=vocab is an error naming the range (torch.topk raises too)
+    for k in [0, -3, 99] {
+        let err = llm_core::generate::try_top_k_filter(&logits, k).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("top_k = {k} is out of range; accepted: 1 to the vocabulary size 4")
+        );
+    }
 }
 
 #[test]
@@ -108,9 +114,10 @@ fn eos_stops_early() {
     let out = generate(&model, &prompt(), 10, CONTEXT, 0.0, None, Some(third));
     // stops before the first occurrence, which is not appended
     assert_eq!(row(&out), greedy[..first_at]);
-    // an id never produced changes nothing
-    let out = generate(&model, &prompt(), 10, CONTEXT, 0.0, None, Some(-1));
-    assert_eq!(row(&out), greedy);
+    // an id outside the vocabulary could never stop anything: an error
+    let err = llm_core::generate::try_generate(&model, &prompt(), 10, CONTEXT, 0.0, None, Some(-1))
+        .unwrap_err();
+    assert!(err.to_string().starts_with("eos_id = -1 is out of range"), "{err}");
 }
 
 #[test]

@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::{Mutex, TryLockError};
 
 use super::byte_level::{
-    decode_token, encode_token, read_encoder_json, read_vocab_bpe, special_tokens,
+    check_vocabulary, decode_token, encode_token, read_encoder_json, read_vocab_bpe, special_tokens,
 };
 use super::{compile, regex_err, Result, Tokenizer, TokenizerError};
 
@@ -319,6 +319,11 @@ impl BpeTokenizer {
                     "special token {s:?} is empty or given twice"
                 )));
             }
+            if !super::byte_level::looks_special(s) {
+                return Err(TokenizerError::Training(format!(
+                    "special token {s:?} must be written <...> or [...] (such as <|endoftext|>), so that GPT-2's file format can tell it from ordinary tokens"
+                )));
+            }
         }
         let Some(target) = vocab_size
             .checked_sub(special_tokens.len())
@@ -463,6 +468,7 @@ impl BpeTokenizer {
         let (encoder_path, merges_path) = (encoder_json.as_ref(), vocab_bpe.as_ref());
         let encoder = read_encoder_json(encoder_path)?;
         let lines = read_vocab_bpe(merges_path, Some(&encoder))?;
+        check_vocabulary(&encoder, &lines, encoder_path, merges_path)?;
         let specials = special_tokens(&encoder, &lines);
         let special_names: HashSet<&str> = specials.iter().map(|(s, _)| s.as_str()).collect();
 
@@ -772,7 +778,7 @@ impl BpeTokenizer {
                 Some(Some(Token::Special(s))) => out.extend_from_slice(s.as_bytes()),
                 _ => {
                     return Err(TokenizerError::UnknownId {
-                        id,
+                        id: id.into(),
                         vocab_size: self.vocab.len(),
                     })
                 }

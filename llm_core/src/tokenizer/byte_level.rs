@@ -79,7 +79,7 @@ pub fn decode_token(token: &str) -> Option<Vec<u8>> {
 pub fn read_encoder_json(path: impl AsRef<Path>) -> Result<HashMap<String, u32>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(TokenizerError::io(path))?;
-    let value: serde_json::Value = serde_json::from_str(&text)
+    let value: serde_json::Value = serde_json::from_str(crate::data::strip_bom(&text))
         .map_err(|e| TokenizerError::bad_file(path, format!("not valid JSON: {e}")))?;
     let serde_json::Value::Object(map) = value else {
         return Err(TokenizerError::bad_file(
@@ -132,6 +132,7 @@ pub fn read_vocab_bpe(
 ) -> Result<Vec<MergeLine>> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(TokenizerError::io(path))?;
+    let text = crate::data::strip_bom(&text);
     let bad = |line: usize, reason: String| TokenizerError::BadMerge {
         path: path.to_path_buf(),
         line,
@@ -184,6 +185,71 @@ pub fn read_vocab_bpe(
         });
     }
     Ok(merges)
+}
+
+/// Whether `token` is written as special tokens are: `<…>` (such as
+/// `<|endoftext|>`) or `[…]` (such as `[PAD]`).
+pub fn looks_special(token: &str) -> bool {
+    token.len() > 2
+        && ((token.starts_with('<') && token.ends_with('>'))
+            || (token.starts_with('[') && token.ends_with(']')))
+}
+
+/// Check that `encoder.json` and `vocab.bpe` belong together: the ids are
+/// `0..n` without gaps, every byte has a token, and every entry is a byte,
+/// the result of a merge, or a special token written as one (`<…>` or
+/// `[…]`, see [`looks_special`]), so 256 bytes + merges + special tokens add
+/// up to the vocabulary. A `vocab.bpe` cut short leaves thousands of
+/// ordinary tokens that no merge produces (and that would otherwise turn
+/// into "special tokens" and change every encoding); the error says so.
+pub fn check_vocabulary(
+    encoder: &HashMap<String, u32>,
+    merges: &[MergeLine],
+    encoder_path: &Path,
+    vocab_bpe_path: &Path,
+) -> Result<()> {
+    let n = encoder.len();
+    if let Some((token, &id)) = encoder.iter().find(|(_, &id)| id as usize >= n) {
+        let missing = (0..n as u32).find(|i| !encoder.values().any(|v| v == i));
+        return Err(TokenizerError::bad_file(
+            encoder_path,
+            format!(
+                "ids must run from 0 to {} without gaps, but token {token:?} has id {id}{}",
+                n - 1,
+                missing.map_or(String::new(), |m| format!(" and id {m} is missing"))
+            ),
+        ));
+    }
+    if let Some(b) = (0..=255u8).find(|&b| !encoder.contains_key(&encode_token(&[b]))) {
+        return Err(TokenizerError::bad_file(
+            encoder_path,
+            format!(
+                "byte 0x{b:02x} (written {:?}) has no token",
+                encode_token(&[b])
+            ),
+        ));
+    }
+    let orphans: Vec<(String, u32)> = special_tokens(encoder, merges)
+        .into_iter()
+        .filter(|(token, _)| !looks_special(token))
+        .collect();
+    if let Some((token, id)) = orphans.first() {
+        let merged: std::collections::HashSet<String> = merges
+            .iter()
+            .map(|m| format!("{}{}", m.left, m.right))
+            .collect();
+        return Err(TokenizerError::bad_file(
+            vocab_bpe_path,
+            format!(
+                "{} tokens of {} (such as {token:?}, id {id}) are neither a byte, nor made by one of the {} merges here, nor a special token like <|endoftext|>: the two files do not add up (256 bytes + {} merge results + special tokens != {n} entries). Is this file cut short, or from another tokenizer?",
+                orphans.len(),
+                encoder_path.display(),
+                merges.len(),
+                merged.len(),
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The special tokens of a vocabulary in GPT-2's format: the entries of

@@ -29,7 +29,7 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
-use super::byte_level::{read_encoder_json, read_vocab_bpe, special_tokens};
+use super::byte_level::{check_vocabulary, read_encoder_json, read_vocab_bpe, special_tokens};
 use super::{Result, Tokenizer, TokenizerError};
 
 /// GPT-2's byte pair encoding (the book's `tiktoken.get_encoding("gpt2")`).
@@ -66,6 +66,7 @@ impl Gpt2Tokenizer {
         let (encoder_json, vocab_bpe) = (encoder_json.as_ref(), vocab_bpe.as_ref());
         let encoder = read_encoder_json(encoder_json)?;
         let merges = read_vocab_bpe(vocab_bpe, Some(&encoder))?;
+        check_vocabulary(&encoder, &merges, encoder_json, vocab_bpe)?;
         let specials: Vec<AddedToken> = special_tokens(&encoder, &merges)
             .into_iter()
             .map(|(token, _)| AddedToken::from(token, true))
@@ -125,7 +126,7 @@ impl Tokenizer for Gpt2Tokenizer {
         // the crate skips ids it does not know; the contract says error
         if let Some(&id) = ids.iter().find(|&&id| self.inner.id_to_token(id).is_none()) {
             return Err(TokenizerError::UnknownId {
-                id,
+                id: id.into(),
                 vocab_size: self.vocab_size(),
             });
         }

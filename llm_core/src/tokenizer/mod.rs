@@ -80,8 +80,8 @@ pub enum TokenizerError {
     #[error("token {token:?} is not in the vocabulary{hint}")]
     UnknownToken { token: String, hint: &'static str },
     /// An id outside the vocabulary.
-    #[error("token id {id} is not in the vocabulary (size {vocab_size})")]
-    UnknownId { id: u32, vocab_size: usize },
+    #[error("token id {id} is not in the vocabulary (size {vocab_size}){}", if *id < 0 { "; -100 marks padded targets that the loss ignores: mask them out before decoding" } else { "" })]
+    UnknownId { id: i64, vocab_size: usize },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {

@@ -172,7 +172,7 @@ impl Vocab {
             .map(|&id| {
                 self.int_to_str.get(id as usize).map(String::as_str).ok_or(
                     TokenizerError::UnknownId {
-                        id,
+                        id: id.into(),
                         vocab_size: self.int_to_str.len(),
                     },
                 )
