@@ -130,12 +130,12 @@ pub enum DataError {
     #[error("{path}: this copy of {name} is not the published file ({bytes} bytes, sha256 {actual}; expected {expected_bytes} bytes, sha256 {expected}): it is cut short, damaged or another version. Replace it, or delete it to download it again from {url}")]
     Damaged {
         path: PathBuf,
-        name: String,
-        url: String,
+        name: &'static str,
+        url: &'static str,
         bytes: u64,
         expected_bytes: u64,
         actual: String,
-        expected: String,
+        expected: &'static str,
     },
     #[error("{path}: sha256 {actual} does not match the expected {expected} (downloaded from {url}); the file was not kept")]
     Checksum {
@@ -271,12 +271,12 @@ impl DataStore {
         if meta.len() != file.bytes || !actual.eq_ignore_ascii_case(file.sha256) {
             return Err(DataError::Damaged {
                 path: path.to_path_buf(),
-                name: file.name.to_string(),
-                url: file.url.to_string(),
+                name: file.name,
+                url: file.url,
                 bytes: meta.len(),
                 expected_bytes: file.bytes,
                 actual,
-                expected: file.sha256.to_string(),
+                expected: file.sha256,
             });
         }
         // only a cache: a read-only cache dir just means hashing again next time
@@ -713,7 +713,10 @@ mod tests {
         fs::write(&copy, &BODY[..BODY.len() / 2]).unwrap();
         let err = store.path(&file).unwrap_err().to_string();
         assert!(err.contains(&copy.display().to_string()), "{err}");
-        assert!(err.contains("cut short, damaged or another version"), "{err}");
+        assert!(
+            err.contains("cut short, damaged or another version"),
+            "{err}"
+        );
         fs::write(&copy, BODY).unwrap();
         store.path(&file).unwrap();
         let mut changed = BODY.to_vec();

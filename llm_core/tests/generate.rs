@@ -117,7 +117,10 @@ fn eos_stops_early() {
     // an id outside the vocabulary could never stop anything: an error
     let err = llm_core::generate::try_generate(&model, &prompt(), 10, CONTEXT, 0.0, None, Some(-1))
         .unwrap_err();
-    assert!(err.to_string().starts_with("eos_id = -1 is out of range"), "{err}");
+    assert!(
+        err.to_string().starts_with("eos_id = -1 is out of range"),
+        "{err}"
+    );
 }
 
 #[test]
