@@ -172,8 +172,12 @@ fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
     let overflow =
         scaled.isposinf().any().int64_value(&[]) != 0 || scaled.isnan().any().int64_value(&[]) != 0;
     if overflow {
-        let max = logits.amax(-1, true);
-        ((logits - max) / temperature).softmax(-1, None::<Kind>)
+        // 0 / temperature stays 0 even where temperature rounds to 0 in float32
+        let shifted = logits - logits.amax(-1, true);
+        let is_max = shifted.eq(0.0);
+        (shifted / temperature)
+            .masked_fill(&is_max, 0.0)
+            .softmax(-1, None::<Kind>)
     } else {
         scaled.softmax(-1, None::<Kind>)
     }
