@@ -91,9 +91,12 @@ type Record = (usize, Vec<String>);
 
 /// Split `text` into records of fields separated by `sep`, as pandas' C
 /// parser does with its default quoting (or with none). Blank lines are
-/// skipped, `\r\n` ends a line like `\n`. A quote that is never closed is
-/// an error carrying the line where it opened (pandas: "EOF inside string").
-fn parse_records(text: &str, sep: char, quoting: Quoting) -> Result<Vec<Record>, usize> {
+/// skipped, `\r\n` ends a line like `\n`. Two things are errors, each
+/// with its line: a quote that is never closed (pandas: "EOF inside
+/// string"), and a last line without a line break, the mark of a file cut
+/// short (every file of the data set ends with one; pandas would read the
+/// cut message as if it were whole).
+fn parse_records(text: &str, sep: char, quoting: Quoting) -> Result<Vec<Record>, ParseError> {
     #[derive(PartialEq)]
     enum State {
         StartField,
@@ -159,7 +162,10 @@ fn parse_records(text: &str, sep: char, quoting: Quoting) -> Result<Vec<Record>,
         }
     }
     if state == State::InQuoted {
-        return Err(quote_line);
+        return Err(ParseError::UnclosedQuote { line: quote_line });
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        return Err(ParseError::NoFinalNewline { line });
     }
     if state != State::StartField || !fields.is_empty() || !field.is_empty() {
         end_record(&mut fields, &mut field, &mut records, start_line);
@@ -167,12 +173,26 @@ fn parse_records(text: &str, sep: char, quoting: Quoting) -> Result<Vec<Record>,
     Ok(records)
 }
 
-fn unclosed_quote(path: &Path, line: usize) -> SpamDataError {
-    line_err(
-        path,
-        line,
-        "a field starting with a double quote (\") here is never closed: the rest of the file would be one message (pandas stops with \"EOF inside string\"). Close the quote, or read the file with Quoting::None",
-    )
+/// What [`parse_records`] refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ParseError {
+    UnclosedQuote { line: usize },
+    NoFinalNewline { line: usize },
+}
+
+fn parse_err(path: &Path, e: ParseError) -> SpamDataError {
+    match e {
+        ParseError::UnclosedQuote { line } => line_err(
+            path,
+            line,
+            "a field starting with a double quote (\") here is never closed: the rest of the file would be one message (pandas stops with \"EOF inside string\"). Close the quote, or read the file with Quoting::None",
+        ),
+        ParseError::NoFinalNewline { line } => line_err(
+            path,
+            line,
+            "the last line does not end with a line break: the file looks cut short (an interrupted copy or download?). If it is complete, add a line break at its end",
+        ),
+    }
 }
 
 fn read(path: &Path) -> Result<String, SpamDataError> {
@@ -212,7 +232,7 @@ pub fn read_sms_collection(
     let path = path.as_ref();
     let text = read(path)?;
     parse_records(&text, '\t', quoting)
-        .map_err(|line| unclosed_quote(path, line))?
+        .map_err(|e| parse_err(path, e))?
         .into_iter()
         .map(|(line, fields)| {
             if fields.len() != 2 {
@@ -247,7 +267,7 @@ pub fn read_split_csv(path: impl AsRef<Path>) -> Result<Vec<SmsMessage>, SpamDat
     let path = path.as_ref();
     let text = read(path)?;
     let mut records = parse_records(&text, ',', Quoting::Pandas)
-        .map_err(|line| unclosed_quote(path, line))?
+        .map_err(|e| parse_err(path, e))?
         .into_iter();
     match records.next() {
         Some((_, header)) if header == ["Label", "Text"] => {}
