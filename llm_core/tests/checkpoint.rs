@@ -445,7 +445,7 @@ fn kill_test_newest_complete_checkpoint_survives() {
     let dir = tmp.path().join("ckpt");
     let cfg = tiny_cfg();
     for kill in 0..kills {
-        let mut last_saved: Option<i64> = None;
+        let mut last_saved: Option<i64>;
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
