@@ -41,6 +41,7 @@ use tch::nn::{self, Module, ModuleT, Path};
 use tch::{Device, Kind, Tensor};
 
 use crate::init;
+use crate::kv_cache::KvCache;
 
 /// Errors from building an attention layer with inconsistent sizes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -483,6 +484,28 @@ impl MultiHeadAttention {
             .into_iter()
             .flat_map(|l| std::iter::once(&l.ws).chain(l.bs.as_ref()))
             .collect()
+    }
+}
+
+impl MultiHeadAttention {
+    /// The forward pass with a KV cache (the book's `use_cache=True`), in
+    /// evaluation mode: the new tokens' keys and values are appended to layer
+    /// `layer` of `cache`, and their queries attend to every held position
+    /// that `mask` (`[batch or 1, 1, new, held]`, from
+    /// [`KvCache::begin_step`]) leaves open. Input `[batch, new, d_in]`.
+    pub fn forward_with_cache(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+        mask: &Tensor,
+    ) -> Tensor {
+        let [keys, queries, values] = [&self.w_key, &self.w_query, &self.w_value]
+            .map(|w| split_heads(&w.forward(x), self.num_heads, self.head_dim));
+        let (keys, values) = cache.append(layer, &keys, &values);
+        let attn_weights = attention_weights(&queries, &keys, Some(mask));
+        let context_vec = combine_heads(&attn_weights.matmul(&values), self.d_out);
+        self.out_proj.forward(&context_vec)
     }
 }
 

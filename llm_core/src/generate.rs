@@ -22,6 +22,7 @@
 
 use tch::{Kind, Tensor};
 
+use crate::kv_cache::KvCache;
 use crate::model::{check_token_ids, LanguageModel, ModelError};
 use crate::tokenizer::{self, Tokenizer, TokenizerError};
 
@@ -53,6 +54,62 @@ fn setting(name: &'static str, value: impl ToString, accepted: impl Into<String>
         value: value.to_string(),
         accepted: accepted.into(),
     }
+}
+
+/// The sampling settings: `temperature` 0 or positive and finite, `top_k`
+/// and `eos_id` within the vocabulary.
+fn check_sampling<M: LanguageModel + ?Sized>(
+    model: &M,
+    temperature: f64,
+    top_k: Option<i64>,
+    eos_id: Option<i64>,
+) -> Result<(), GenerateError> {
+    if !(temperature.is_finite() && temperature >= 0.0) {
+        return Err(setting(
+            "temperature",
+            temperature,
+            "0 (greedy) or a positive finite number",
+        ));
+    }
+    let vocab = model.vocab_size();
+    if let Some(k) = top_k.filter(|k| !(1..=vocab).contains(k)) {
+        return Err(setting(
+            "top_k",
+            k,
+            format!("1 to the vocabulary size {vocab}"),
+        ));
+    }
+    if let Some(eos) = eos_id.filter(|e| !(0..vocab).contains(e)) {
+        return Err(setting(
+            "eos_id",
+            eos,
+            format!("a token id from 0 to {}", vocab - 1),
+        ));
+    }
+    Ok(())
+}
+
+/// The next token of each row from the last position's logits (`[batch,
+/// vocab]`): top-k filtering, then sampling at `temperature` or the argmax
+/// (the book's `generate` loop body). `step` only names the step in errors.
+fn next_token(
+    logits: &Tensor,
+    temperature: f64,
+    top_k: Option<i64>,
+    step: i64,
+) -> Result<Tensor, GenerateError> {
+    if logits.isnan().any().int64_value(&[]) != 0 {
+        return Err(GenerateError::NanLogits { step });
+    }
+    let logits = match top_k {
+        Some(k) => try_top_k_filter(logits, k)?,
+        None => logits.shallow_clone(),
+    };
+    Ok(if temperature > 0.0 {
+        temperature_softmax(&logits, temperature).multinomial(1, false)
+    } else {
+        logits.argmax(-1, true)
+    })
 }
 
 /// The checks `generate` and `generate_text_simple` share: a `[batch,
@@ -278,46 +335,14 @@ pub fn try_generate<M: LanguageModel + ?Sized>(
     eos_id: Option<i64>,
 ) -> Result<Tensor, GenerateError> {
     check_prompt(model, idx, max_new_tokens, context_size)?;
-    if !(temperature.is_finite() && temperature >= 0.0) {
-        return Err(setting(
-            "temperature",
-            temperature,
-            "0 (greedy) or a positive finite number",
-        ));
-    }
-    let vocab = model.vocab_size();
-    if let Some(k) = top_k.filter(|k| !(1..=vocab).contains(k)) {
-        return Err(setting(
-            "top_k",
-            k,
-            format!("1 to the vocabulary size {vocab}"),
-        ));
-    }
-    if let Some(eos) = eos_id.filter(|e| !(0..vocab).contains(e)) {
-        return Err(setting(
-            "eos_id",
-            eos,
-            format!("a token id from 0 to {}", vocab - 1),
-        ));
-    }
+    check_sampling(model, temperature, top_k, eos_id)?;
     let mut idx = idx.shallow_clone();
     for step in 0..max_new_tokens {
         let num_tokens = idx.size()[1];
         let keep = num_tokens.min(context_size);
         let idx_cond = idx.narrow(1, num_tokens - keep, keep);
         let logits = tch::no_grad(|| model.forward_t(&idx_cond, false));
-        let mut logits = logits.select(1, -1);
-        if logits.isnan().any().int64_value(&[]) != 0 {
-            return Err(GenerateError::NanLogits { step });
-        }
-        if let Some(k) = top_k {
-            logits = try_top_k_filter(&logits, k)?;
-        }
-        let idx_next = if temperature > 0.0 {
-            temperature_softmax(&logits, temperature).multinomial(1, false)
-        } else {
-            logits.argmax(-1, true)
-        };
+        let idx_next = next_token(&logits.select(1, -1), temperature, top_k, step)?;
         if let Some(eos) = eos_id {
             if idx_next.eq(eos).all().int64_value(&[]) != 0 {
                 break;
@@ -327,6 +352,254 @@ pub fn try_generate<M: LanguageModel + ?Sized>(
         idx = Tensor::cat(&[idx, idx_next], 1);
     }
     Ok(idx)
+}
+
+/// [`generate`] through a KV cache (the book's bonus `use_cache=True`):
+/// the prompt (its last `context_size` tokens) runs through the model once,
+/// filling `cache`, then each step feeds only the newest token. Same
+/// settings, same sampling calls in the same order, so the same tokens come
+/// out as from [`generate`] when the whole sequence fits in `context_size`
+/// (the cached path cannot crop the context: positions must stay within
+/// the model's context length, so `max_new_tokens` is limited to what
+/// fits). `cache` is reset first; any [`KvCache`] kind works.
+///
+/// ```
+/// use llm_core::generate::{generate, try_generate_cached};
+/// use llm_core::kv_cache::KvCache;
+/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::tch::{self, nn, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 50, context_length: 16, emb_dim: 16, n_heads: 2, n_layers: 2,
+///                       ..GptConfig::gpt2_small() };
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let idx = Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0);
+/// // the uncached path (the oracle) and the cached one give the same tokens
+/// tch::manual_seed(7);
+/// let uncached = generate(&model, &idx, 10, 16, 1.4, Some(25), None);
+/// tch::manual_seed(7);
+/// let mut cache = KvCache::simple(2);
+/// let cached = try_generate_cached(&model, &idx, 10, 16, 1.4, Some(25), None, &mut cache)?;
+/// assert!(cached.equal(&uncached));
+/// assert_eq!(cache.current_pos(), 12); // 3 + 10 - 1: the last token is never fed back
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn try_generate_cached<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+    temperature: f64,
+    top_k: Option<i64>,
+    eos_id: Option<i64>,
+    cache: &mut KvCache,
+) -> Result<Tensor, GenerateError> {
+    check_prompt(model, idx, max_new_tokens, context_size)?;
+    check_sampling(model, temperature, top_k, eos_id)?;
+    let num_tokens = idx.size()[1];
+    let keep = num_tokens.min(context_size);
+    let room = model.context_length() - keep;
+    if max_new_tokens > room {
+        return Err(setting(
+            "max_new_tokens",
+            max_new_tokens,
+            format!(
+                "at most {room} with a KV cache: the prompt's {keep} tokens and the new ones must fit in the model's context length {} (without a cache, generate crops the context instead)",
+                model.context_length()
+            ),
+        ));
+    }
+    cache.reset();
+    let mut idx = idx.shallow_clone();
+    if max_new_tokens == 0 {
+        return Ok(idx);
+    }
+    let mut logits = tch::no_grad(|| {
+        model.forward_with_cache(&idx.narrow(1, num_tokens - keep, keep), cache, None)
+    })?;
+    for step in 0..max_new_tokens {
+        let idx_next = next_token(&logits.select(1, -1), temperature, top_k, step)?;
+        if let Some(eos) = eos_id {
+            if idx_next.eq(eos).all().int64_value(&[]) != 0 {
+                break;
+            }
+        }
+        let idx_next = idx_next.to_device(idx.device());
+        idx = Tensor::cat(&[&idx, &idx_next], 1);
+        if step + 1 < max_new_tokens {
+            logits = tch::no_grad(|| model.forward_with_cache(&idx_next, cache, None))?;
+        }
+    }
+    Ok(idx)
+}
+
+/// [`try_generate_cached`], panicking on settings it cannot take (as
+/// [`generate`] does).
+#[allow(clippy::too_many_arguments)]
+pub fn generate_cached<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+    temperature: f64,
+    top_k: Option<i64>,
+    eos_id: Option<i64>,
+    cache: &mut KvCache,
+) -> Tensor {
+    try_generate_cached(
+        model,
+        idx,
+        max_new_tokens,
+        context_size,
+        temperature,
+        top_k,
+        eos_id,
+        cache,
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Greedy decoding through a KV cache (the book's `generate_text_simple`
+/// with `use_cache=True`): the same tokens as
+/// [`crate::model::generate_text_simple`] while the sequence fits in the
+/// model's context.
+///
+/// # Panics
+/// On a prompt or sizes it cannot take, as [`generate_cached`].
+pub fn generate_text_simple_cached<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    cache: &mut KvCache,
+) -> Tensor {
+    let context = model.context_length();
+    generate_cached(model, idx, max_new_tokens, context, 0.0, None, None, cache)
+}
+
+/// Generate for several prompts of different lengths in one batch through
+/// a KV cache (the book's `kv_cache_batched`): the prompts are padded on
+/// the left with `pad_id` and an attention mask keeps the padding out of
+/// every row's attention and positions, so each row gets what it would get
+/// alone; each row stops on its own at `eos_id` (not appended) or after
+/// `max_new_tokens`. Returns each prompt followed by its new tokens.
+///
+/// ```
+/// use llm_core::generate::{generate_batched, generate_text_simple_cached};
+/// use llm_core::kv_cache::KvCache;
+/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::tch::{self, nn, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 50, context_length: 16, emb_dim: 16, n_heads: 2, n_layers: 2,
+///                       drop_rate: 0.0, qkv_bias: false };
+/// tch::manual_seed(123);
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let prompts = vec![vec![1i64, 2, 3, 4, 5], vec![6, 7]];
+/// let mut cache = KvCache::preallocated(2, 16)?;
+/// let rows = generate_batched(&model, &prompts, 6, 0.0, None, None, 0, &mut cache)?;
+/// for (prompt, row) in prompts.iter().zip(&rows) {
+///     let alone = generate_text_simple_cached(&model, &Tensor::from_slice(prompt).unsqueeze(0), 6,
+///                                             &mut KvCache::simple(2));
+///     assert_eq!(row, &Vec::<i64>::try_from(alone.get(0))?);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn generate_batched<M: LanguageModel + ?Sized>(
+    model: &M,
+    prompts: &[Vec<i64>],
+    max_new_tokens: i64,
+    temperature: f64,
+    top_k: Option<i64>,
+    eos_id: Option<i64>,
+    pad_id: i64,
+    cache: &mut KvCache,
+) -> Result<Vec<Vec<i64>>, GenerateError> {
+    check_sampling(model, temperature, top_k, eos_id)?;
+    if max_new_tokens < 0 {
+        return Err(setting("max_new_tokens", max_new_tokens, "0 or more"));
+    }
+    let vocab = model.vocab_size();
+    if !(0..vocab).contains(&pad_id) {
+        return Err(setting(
+            "pad_id",
+            pad_id,
+            format!("a token id from 0 to {}", vocab - 1),
+        ));
+    }
+    if prompts.is_empty() || prompts.iter().any(Vec::is_empty) {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    let context = model.context_length();
+    if longest + max_new_tokens > context {
+        return Err(setting(
+            "max_new_tokens",
+            max_new_tokens,
+            format!(
+                "at most {} for these prompts: the longest prompt ({longest} tokens) and the new tokens must fit in the model's context length {context}",
+                (context - longest).max(0)
+            ),
+        ));
+    }
+    let batch = prompts.len() as i64;
+    let mut ids = Vec::with_capacity((batch * longest) as usize);
+    let mut mask = Vec::with_capacity(ids.capacity());
+    for p in prompts {
+        let pad = longest as usize - p.len();
+        ids.extend(std::iter::repeat_n(pad_id, pad).chain(p.iter().copied()));
+        mask.extend(std::iter::repeat_n(0i64, pad).chain(std::iter::repeat_n(1, p.len())));
+    }
+    let device = model.device();
+    let idx = Tensor::from_slice(&ids)
+        .view([batch, longest])
+        .to_device(device);
+    let attention_mask = Tensor::from_slice(&mask)
+        .view([batch, longest])
+        .to_device(device);
+    let mut rows: Vec<Vec<i64>> = prompts.to_vec();
+    if max_new_tokens == 0 {
+        return Ok(rows);
+    }
+    cache.reset();
+    let mut logits = tch::no_grad(|| model.forward_with_cache(&idx, cache, Some(&attention_mask)))?;
+    let mut done = vec![false; prompts.len()];
+    for step in 0..max_new_tokens {
+        let next: Vec<i64> = Vec::try_from(
+            next_token(&logits.select(1, -1), temperature, top_k, step)?
+                .flatten(0, -1)
+                .to_device(tch::Device::Cpu),
+        )
+        .map_err(|e: tch::TchError| GenerateError::Model(ModelError::Input(e.to_string())))?;
+        for (r, &t) in next.iter().enumerate() {
+            if !done[r] && Some(t) == eos_id {
+                done[r] = true;
+            }
+            if !done[r] {
+                rows[r].push(t);
+            }
+        }
+        if done.iter().all(|&d| d) || step + 1 == max_new_tokens {
+            break;
+        }
+        // finished rows go on as padding, which no other row looks at
+        let feed: Vec<i64> = next
+            .iter()
+            .zip(&done)
+            .map(|(&t, &d)| if d { pad_id } else { t })
+            .collect();
+        let live: Vec<i64> = done.iter().map(|&d| i64::from(!d)).collect();
+        logits = tch::no_grad(|| {
+            model.forward_with_cache(
+                &Tensor::from_slice(&feed).view([batch, 1]).to_device(device),
+                cache,
+                Some(&Tensor::from_slice(&live).view([batch, 1]).to_device(device)),
+            )
+        })?;
+    }
+    Ok(rows)
 }
 
 /// [`crate::model::generate_text_simple`] (greedy decoding, §4.7), checking

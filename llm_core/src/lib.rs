@@ -28,6 +28,7 @@
 //! | [`dataset`] | ch. 2: `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
 //! | [`attention`] | ch. 3: self-attention, causal and multi-head attention (and a fused variant) |
 //! | [`model`] | ch. 4: `GptConfig`, `LayerNorm`, GELU, `TransformerBlock`, `GptModel`, `generate_text_simple` |
+//! | [`kv_cache`] | ch. 3–4 bonus: the KV cache (simple, preallocated, sliding window) for fast generation |
 //! | [`loss`] | ch. 5: `calc_loss_batch`, `calc_loss_loader`, perplexity |
 //! | [`generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id; `text_to_token_ids`, `token_ids_to_text` |
 //! | [`optim`] | ch. 5: `AdamW` (its state can be saved) and gradient clipping |
@@ -54,6 +55,7 @@ pub mod generate;
 pub mod gpt2_weights;
 pub mod init;
 pub mod instruct;
+pub mod kv_cache;
 pub mod loader;
 pub mod loss;
 pub mod metrics;

@@ -44,6 +44,7 @@ use tch::{Kind, Tensor};
 
 use crate::attention::{AttentionError, Dropout, MultiHeadAttention};
 use crate::init;
+use crate::kv_cache::{KvCache, KvCacheError};
 
 /// Errors from choosing or building a model, or from input it cannot take.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -67,6 +68,9 @@ pub enum ModelError {
         "the input has {tokens} tokens, more than the model's context length {context_length}"
     )]
     TooLong { tokens: i64, context_length: i64 },
+    /// The KV cache cannot take this step.
+    #[error(transparent)]
+    Cache(#[from] KvCacheError),
     /// A token id outside `0..vocab_size`.
     #[error("token id {id} is outside the vocabulary (ids are 0 to {}); {hint}", vocab_size - 1)]
     TokenId {
@@ -135,6 +139,18 @@ pub trait LanguageModel: ModuleT {
     fn context_length(&self) -> i64;
     /// The number of token ids (the width of the logits).
     fn vocab_size(&self) -> i64;
+    /// The number of transformer blocks (the layers of a [`KvCache`]).
+    fn n_layers(&self) -> usize;
+    /// Where the weights are (token ids go there).
+    fn device(&self) -> tch::Device;
+    /// The forward pass through a KV cache, in evaluation mode (see
+    /// [`GptModel::forward_with_cache`]).
+    fn forward_with_cache(
+        &self,
+        idx: &Tensor,
+        cache: &mut KvCache,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError>;
 }
 
 /// The book's model configuration (`GPT_CONFIG_124M` and friends). Serialises
@@ -491,6 +507,27 @@ impl TransformerBlock {
     }
 }
 
+impl TransformerBlock {
+    /// [`TransformerBlock`]'s forward pass in evaluation mode with attention
+    /// through layer `layer` of a KV cache.
+    pub fn forward_with_cache(
+        &self,
+        x: &Tensor,
+        cache: &mut KvCache,
+        layer: usize,
+        mask: &Tensor,
+    ) -> Tensor {
+        let shortcut = x;
+        let h = self.norm1.forward(x);
+        let h = self.att.forward_with_cache(&h, cache, layer, mask);
+        let x = h + shortcut;
+        let shortcut = &x;
+        let h = self.norm2.forward(&x);
+        let h = self.ff.forward(&h);
+        h + shortcut
+    }
+}
+
 impl ModuleT for TransformerBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         // attention sublayer
@@ -652,12 +689,88 @@ impl ModuleT for GptModel {
     }
 }
 
+impl GptModel {
+    /// The forward pass through a KV cache (the book's `use_cache=True`), in
+    /// evaluation mode: `idx` (`[batch, new]`) holds only the tokens the
+    /// cache has not seen (the whole prompt first, then one token per step);
+    /// their positions continue at [`KvCache::current_pos`], and their
+    /// queries attend to every cached position. Returns the logits of the
+    /// new tokens, `[batch, new, vocab_size]`.
+    ///
+    /// `attention_mask` (`[batch, new]`, 1 for a token, 0 for padding) lets
+    /// rows of different lengths share a batch: left padding is never
+    /// attended to and does not count as a position, so each row computes
+    /// what it would alone.
+    ///
+    /// Errors: the ids as in [`GptModel::try_forward`]; positions past the
+    /// context length; a full preallocated cache; a cache with another
+    /// number of layers or rows.
+    pub fn forward_with_cache(
+        &self,
+        idx: &Tensor,
+        cache: &mut KvCache,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError> {
+        check_token_ids(idx, self.cfg.vocab_size, i64::MAX)?;
+        let (batch, new) = (idx.size()[0], idx.size()[1]);
+        if new == 0 {
+            return Err(ModelError::Input("no new tokens for the cache".into()));
+        }
+        if cache.n_layers() != self.trf_blocks.len() {
+            return Err(KvCacheError::Layers {
+                cached: cache.n_layers(),
+                model: self.trf_blocks.len(),
+            }
+            .into());
+        }
+        if cache.current_pos() + new > self.cfg.context_length {
+            return Err(KvCacheError::BeyondContext {
+                current_pos: cache.current_pos(),
+                new,
+                context_length: self.cfg.context_length,
+            }
+            .into());
+        }
+        if let Some(m) = attention_mask.filter(|m| m.size() != [batch, new]) {
+            return Err(ModelError::Input(format!(
+                "attention_mask has shape {:?}, the tokens {:?}",
+                m.size(),
+                [batch, new]
+            )));
+        }
+        let pad = attention_mask.map(|m| m.eq(0));
+        let step = cache.begin_step(batch, new, pad.as_ref(), idx.device())?;
+        let x = self.tok_emb.forward(idx) + self.pos_emb.forward(&step.positions);
+        let mut x = self.drop_emb.forward_t(&x, false);
+        for (layer, block) in self.trf_blocks.iter().enumerate() {
+            x = block.forward_with_cache(&x, cache, layer, &step.mask);
+        }
+        cache.end_step(new);
+        let x = self.final_norm.forward(&x);
+        Ok(self.out_head.forward(&x))
+    }
+}
+
 impl LanguageModel for GptModel {
     fn context_length(&self) -> i64 {
         self.cfg.context_length
     }
     fn vocab_size(&self) -> i64 {
         self.cfg.vocab_size
+    }
+    fn n_layers(&self) -> usize {
+        self.trf_blocks.len()
+    }
+    fn device(&self) -> tch::Device {
+        self.tok_emb.ws.device()
+    }
+    fn forward_with_cache(
+        &self,
+        idx: &Tensor,
+        cache: &mut KvCache,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<Tensor, ModelError> {
+        GptModel::forward_with_cache(self, idx, cache, attention_mask)
     }
 }
 
