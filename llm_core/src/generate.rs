@@ -2,6 +2,12 @@
 //! on top of the greedy loop of §4.7, with an optional end-of-text id that
 //! stops generation early.
 //!
+//! Two paths give the same tokens: [`generate`] recomputes the whole context
+//! at every step (the book's loop, and the oracle), [`generate_cached`] feeds
+//! only the newest token through a [`KvCache`] (the bonus of chapter 4);
+//! [`generate_batched`] generates for prompts of different lengths in one
+//! batch.
+//!
 //! ```
 //! use llm_core::generate::generate;
 //! use llm_core::model::{GptConfig, GptModel};
@@ -256,6 +262,11 @@ fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
 /// (the end-of-text token is not appended). With a batch of several rows it
 /// stops when every row's next token is `eos_id` (the book's code handles
 /// one row).
+///
+/// Every step runs the model over the whole (cropped) sequence again: the
+/// book's loop, kept for teaching and as the oracle. [`generate_cached`]
+/// draws the same tokens through a KV cache ([`crate::kv_cache`]), feeding
+/// only the newest token at each step.
 ///
 /// ```
 /// use llm_core::generate::generate;

@@ -215,6 +215,13 @@ impl KvCache {
         self.len == 0
     }
 
+    /// The keys and values held for layer `layer`, each `[batch, kv_heads,
+    /// positions, head_dim]` (`None` before the first step).
+    pub fn keys_values(&self, layer: usize) -> Option<(Tensor, Tensor)> {
+        let (k, v) = self.layers.get(layer)?.as_ref()?;
+        Some((k.narrow(2, 0, self.len), v.narrow(2, 0, self.len)))
+    }
+
     /// Empty the cache for a new prompt (the book's `reset_kv_cache`).
     /// Preallocated buffers are kept for reuse when the next batch has the
     /// same shape.
