@@ -15,7 +15,12 @@
 #      The PyTorch side needs `import torch`, which the project venv cannot
 #      do (it holds libtorch without torch's CUDA wheels), so the first run
 #      makes a separate venv, $LLM_RS_CACHE/bench-venv, with the full torch
-#      wheel (~3 GB download, once).
+#      wheel (~3 GB download, once) and the `# bench:` pins of environment.yml
+#      (scripts/bench_venv.sh).
+#   4. generation: 200 greedy tokens from "Hello, I am" with GPT-2 124M
+#      (seeded, untrained), without and with the KV cache, in Rust
+#      (examples/bench_generate.rs), in the book's own code (the
+#      llms-from-scratch package) and in Hugging Face transformers.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LLM_RS_ROOT"
@@ -48,16 +53,8 @@ step "attention forward+backward (release build)"
 cargo run --release --quiet -p llm_core --example bench_attention | tee "$out/attention.txt"
 step_done
 
-step "benchmark venv with full torch (first time only)"
-bench_venv="$LLM_RS_CACHE/bench-venv"
-torch_version="$(python3 scripts/pins.py get torch)"
-tiktoken_version="$(python3 scripts/pins.py get tiktoken)"
-if [ "$(cat "$bench_venv/.stamp" 2>/dev/null)" != "$torch_version $tiktoken_version" ]; then
-    python3 -m venv "$bench_venv"
-    "$bench_venv/bin/python" -m pip install --disable-pip-version-check -q \
-        "torch==$torch_version" "tiktoken==$tiktoken_version"
-    echo "$torch_version $tiktoken_version" > "$bench_venv/.stamp"
-fi
+step "benchmark venv with full torch and the reference code (first time only)"
+bench_venv="$(bash scripts/bench_venv.sh | tail -n1)"
 step_done
 threads="${OMP_NUM_THREADS:-$(nproc)}"
 step "training throughput: Rust then PyTorch, $threads threads each"
@@ -71,3 +68,29 @@ awk -v r="$r" -v p="$p" -v peak="$peak" -v n="$n" 'BEGIN {
     printf "| PyTorch 2.13 (book code, reference) | %.1f | 1.00 | %.2f |\n", p, 6 * n * p / (peak * 1e9)
     printf "| llm_core (Rust) | %.1f | %.2f | %.2f |\n", r, r / p, 6 * n * r / (peak * 1e9)
     printf "matmul peak (2048^3 float32): %.1f GFLOP/s\n", peak }'
+
+step "generation with and without the KV cache: Rust then PyTorch, $threads threads each"
+OMP_NUM_THREADS="$threads" cargo run --release --quiet -p llm_core --example bench_generate | tee "$out/generate_rust.txt"
+OMP_NUM_THREADS="$threads" "$bench_venv/bin/python" scripts/reference/bench_generate.py | tee "$out/generate_torch.txt"
+step_done
+num() { local v; v="$(val "$1")"; echo "${v:-nan}"; }
+why() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$out"/generate_*.txt | tail -n1; }
+book_cached="$(num torch_book_cached_tok_s)"
+[ "$book_cached" != nan ] || book_cached="$(num torch_book_cached_model_tok_s)"
+awk -v rn="$(num rust_gen_nocache_tok_s)" -v rs="$(num rust_gen_simple_tok_s)" -v rp="$(num rust_gen_prealloc_tok_s)" \
+    -v bn="$(num torch_book_nocache_tok_s)" -v bc="$book_cached" \
+    -v hn="$(num hf_nocache_tok_s)" -v hc="$(num hf_cached_tok_s)" \
+    -v bce="$(why torch_book_cached_error)" -v bme="$(why torch_book_cached_model_error)" 'function r(a, b) { return (a == "nan" || b == "nan" || b == 0) ? "-" : sprintf("%.2f", a / b) }
+    function t(a) { return a == "nan" ? "-" : sprintf("%.1f", a) }
+    BEGIN {
+    best_ours = (rp > rs) ? rp : rs
+    printf "\n| generate 200 tokens, GPT-2 124M, \"Hello, I am\" | tokens/s | vs own no-cache | ours cached vs it |\n|---|---:|---:|---:|\n"
+    printf "| book code (llms-from-scratch), no cache | %s | 1.00 | %s |\n", t(bn), r(best_ours, bn)
+    printf "| book code, KV cache | %s | %s | %s |\n", t(bc), r(bc, bn), r(best_ours, bc)
+    printf "| transformers GPT2LMHeadModel, use_cache=False | %s | 1.00 | %s |\n", t(hn), r(best_ours, hn)
+    printf "| transformers GPT2LMHeadModel, use_cache=True | %s | %s | %s |\n", t(hc), r(hc, hn), r(best_ours, hc)
+    printf "| llm_core, no cache | %s | 1.00 | |\n", t(rn)
+    printf "| llm_core, simple cache | %s | %s | |\n", t(rs), r(rs, rn)
+    printf "| llm_core, preallocated cache | %s | %s | |\n", t(rp), r(rp, rn)
+    if (bce != "") printf "the book package'"'"'s kv_cache generate_text_simple failed: %s\n", bce
+    if (bme != "") printf "the book package'"'"'s kv_cache GPTModel driven directly failed: %s\n", bme }'

@@ -4,6 +4,7 @@
     python3 scripts/pins.py            # every pip pin, one `name==version` a line
     python3 scripts/pins.py python     # the python version (e.g. 3.11)
     python3 scripts/pins.py get torch  # one pin's version
+    python3 scripts/pins.py bench      # the benchmark-only pins (`# bench:` lines), with pip flags
 
 environment.yml is the one list of Python pins: the set-up script installs exactly
 what this prints, so conda users and pip users get the same versions.
@@ -45,8 +46,28 @@ def read(path=ENV_FILE):
     return python, pins
 
 
+def read_bench(path=ENV_FILE):
+    """The `# bench: name==version [pip flags]` lines: reference code that only
+    `make bench` installs, into its own venv."""
+    pins = []
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        m = re.fullmatch(r"\s*#\s*bench:\s*(.*?)\s*", raw)
+        if not m:
+            continue
+        parts = m.group(1).split()
+        pin = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([A-Za-z0-9_.+\-]+)", parts[0]) if parts else None
+        if not pin or any(not f.startswith("--") for f in parts[1:]):
+            sys.exit(f"{path}:{lineno}: bench pins must read `# bench: name==version [--flag ...]`, got {raw!r}")
+        pins.append((pin.group(1), pin.group(2), parts[1:]))
+    return pins
+
+
 def main(argv):
     python, pins = read()
+    if argv[1:] == ["bench"]:
+        for name, version, flags in read_bench():
+            print(" ".join([f"{name}=={version}", *flags]))
+        return
     if argv[1:] == ["python"]:
         print(python)
     elif len(argv) == 3 and argv[1] == "get":

@@ -43,6 +43,15 @@ class EnvironmentPins(unittest.TestCase):
         if py != self.python:
             print(f"\nnote: venv python is {py}, environment.yml pins {self.python} (any 3.10+ works)")
 
+    def test_bench_pins_are_pinned_and_kept_out_of_the_venv(self):
+        bench = pins.read_bench()
+        names = [n.lower() for n, _, _ in bench]
+        self.assertIn("llms-from-scratch", names)
+        self.assertIn("transformers", names)
+        self.assertEqual(len(names), len(set(names)), "a bench package is pinned twice")
+        for name in names:
+            self.assertNotIn(name, self.pin_map, f"{name} is both a bench pin and an environment pin")
+
     def test_torch_pin_matches_tch(self):
         cargo = (ROOT / "llm_core" / "Cargo.toml").read_text()
         m = re.search(r'^tch\s*=\s*"=([0-9.]+)"', cargo, re.M)

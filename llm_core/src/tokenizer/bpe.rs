@@ -482,15 +482,7 @@ impl BpeTokenizer {
                 Token::Bytes(decode_token(token).unwrap_or_default())
             });
         }
-        if let Some(b) = (0..=255u8).find(|&b| !encoder.contains_key(&encode_token(&[b]))) {
-            return Err(TokenizerError::bad_file(
-                encoder_path,
-                format!(
-                    "byte 0x{b:02x} (written {:?}) has no token",
-                    encode_token(&[b])
-                ),
-            ));
-        }
+        // every byte has a token: checked by `check_vocabulary` above
         let mut merges = Vec::with_capacity(lines.len());
         for line in &lines {
             let bad = |reason: String| TokenizerError::BadMerge {
