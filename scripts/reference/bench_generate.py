@@ -19,6 +19,7 @@ import time
 import torch
 
 NEW_TOKENS = int(os.environ.get("LLM_BENCH_NEW_TOKENS", "200"))
+DEVICE = torch.device("cuda" if os.environ.get("LLM_DEVICE", "cpu").startswith("cuda") else "cpu")
 PROMPT = [15496, 11, 314, 716]  # "Hello, I am" in GPT-2's BPE
 CFG = {
     "vocab_size": 50257,
@@ -33,8 +34,12 @@ CFG = {
 
 def report(key, fn):
     try:
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         out = fn()
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
         tok_s = NEW_TOKENS / (time.perf_counter() - t0)
         print(f"{key}_tok_s {tok_s:.2f}", flush=True)
         return out
@@ -49,12 +54,13 @@ def first_ids(out):
 
 def main():
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count())))
-    idx = torch.tensor([PROMPT])
+    idx = torch.tensor([PROMPT], device=DEVICE)
+    print(f"torch_device {DEVICE}")
 
     from llms_from_scratch import ch04
 
     torch.manual_seed(123)
-    book = ch04.GPTModel(CFG).eval()
+    book = ch04.GPTModel(CFG).eval().to(DEVICE)
     ch04.generate_text_simple(book, idx, 8, CFG["context_length"])  # warm-up
     out = report("torch_book_nocache",
                  lambda: ch04.generate_text_simple(book, idx, NEW_TOKENS, CFG["context_length"]))
@@ -65,7 +71,7 @@ def main():
     from llms_from_scratch.kv_cache import gpt2 as kv_gpt2
 
     torch.manual_seed(123)
-    book_kv = kv_gpt2.GPTModel(CFG).eval()
+    book_kv = kv_gpt2.GPTModel(CFG).eval().to(DEVICE)
     book_kv.cfg = CFG  # the package's generate reads model.cfg
     report("torch_book_cached",
            lambda: kv_generate.generate_text_simple(book_kv, idx, NEW_TOKENS, use_cache=True))
@@ -89,7 +95,7 @@ def main():
 
     torch.manual_seed(123)
     hf_cfg = GPT2Config(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12)
-    hf = GPT2LMHeadModel(hf_cfg).eval()
+    hf = GPT2LMHeadModel(hf_cfg).eval().to(DEVICE)
     for use_cache in (False, True):
         def run(n=NEW_TOKENS, use_cache=use_cache):
             with torch.no_grad():
