@@ -690,17 +690,20 @@ fn no_checkpoint(dir: &Path) -> CheckpointError {
     }
 }
 
-/// `checkpoint.json` of `dir`, after [`recover_checkpoint_dir`].
-fn read_info_at(dir: &Path) -> Result<CheckpointInfo, CheckpointError> {
+/// Read `checkpoint.json` of a training checkpoint: the model config (to
+/// build a model of the right shape before loading) and the history. Like a
+/// load, it first finishes or cleans up what interrupted saves left
+/// ([`recover_checkpoint_dir`]).
+pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, CheckpointError> {
+    let dir = dir.as_ref();
     recover_checkpoint_dir(dir)?;
     let path = dir.join(CHECKPOINT_JSON);
     if !path.is_file() {
         return Err(no_checkpoint(dir));
     }
-    let bytes = fs::read(&path).map_err(io_err(&path))?;
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-    let info: CheckpointInfo =
-        serde_json::from_slice(bytes).map_err(|e| format_err(&path, e.to_string()))?;
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let info: CheckpointInfo = serde_json::from_str(crate::data::strip_bom(&text))
+        .map_err(|e| format_err(&path, e.to_string()))?;
     if info.format != FORMAT {
         return Err(format_err(
             &path,
@@ -711,14 +714,6 @@ fn read_info_at(dir: &Path) -> Result<CheckpointInfo, CheckpointError> {
         .validate()
         .map_err(|e| format_err(&path, format!("config: {e}")))?;
     Ok(info)
-}
-
-/// Read `checkpoint.json` of a training checkpoint: the model config (to
-/// build a model of the right shape before loading) and the history. Like a
-/// load, it first finishes or cleans up what interrupted saves left
-/// ([`recover_checkpoint_dir`]).
-pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, CheckpointError> {
-    read_info_at(dir.as_ref())
 }
 
 /// Check the config saved in `checkpoint.json` against the weights saved
@@ -807,7 +802,7 @@ pub fn load_training_checkpoint(
     optimizer: &mut AdamW,
 ) -> Result<CheckpointInfo, CheckpointError> {
     let dir = dir.as_ref();
-    let info = read_info_at(dir)?;
+    let info = read_checkpoint_info(dir)?;
     let model_path = dir.join("model.safetensors");
     let model_tensors = read_tensors(&model_path)?;
     check_config_against_weights(

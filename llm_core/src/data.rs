@@ -240,9 +240,7 @@ impl DataStore {
         }
         Ok(cached)
     }
-}
 
-impl DataStore {
     /// Check a copy of `file` at `path`: its size always, its sha256 unless a
     /// stamp says this very copy (same path, size and modification time)
     /// was verified before.

@@ -78,12 +78,8 @@ fn check_sampling<M: LanguageModel + ?Sized>(
         ));
     }
     let vocab = model.vocab_size();
-    if let Some(k) = top_k.filter(|k| !(1..=vocab).contains(k)) {
-        return Err(setting(
-            "top_k",
-            k,
-            format!("1 to the vocabulary size {vocab}"),
-        ));
+    if let Some(k) = top_k {
+        check_top_k(k, vocab)?;
     }
     if let Some(eos) = eos_id.filter(|e| !(0..vocab).contains(e)) {
         return Err(setting(
@@ -137,7 +133,7 @@ fn check_prompt<M: LanguageModel + ?Sized>(
     if max_new_tokens < 0 {
         return Err(setting("max_new_tokens", max_new_tokens, "0 or more"));
     }
-    if idx.dim() == 2 && idx.size()[1] == 0 || idx.numel() == 0 {
+    if idx.numel() == 0 {
         return Err(GenerateError::EmptyPrompt);
     }
     // the model sees at most the last `context_size` tokens, so only the
@@ -213,17 +209,23 @@ pub fn top_k_filter(logits: &Tensor, k: i64) -> Tensor {
 /// [`top_k_filter`], or an error when `k` is not between 1 and the
 /// vocabulary size.
 pub fn try_top_k_filter(logits: &Tensor, k: i64) -> Result<Tensor, GenerateError> {
-    let vocab = logits.size().last().copied().unwrap_or(0);
-    if !(1..=vocab).contains(&k) {
-        return Err(setting(
-            "top_k",
-            k,
-            format!("1 to the vocabulary size {vocab}"),
-        ));
-    }
+    check_top_k(k, logits.size().last().copied().unwrap_or(0))?;
     let (top_logits, _) = logits.topk(k, -1, true, true);
     let min_val = top_logits.narrow(-1, k - 1, 1);
     Ok(logits.masked_fill(&logits.lt_tensor(&min_val), f64::NEG_INFINITY))
+}
+
+/// `top_k` must be between 1 and the vocabulary size (`torch.topk` raises too).
+fn check_top_k(k: i64, vocab: i64) -> Result<(), GenerateError> {
+    if (1..=vocab).contains(&k) {
+        Ok(())
+    } else {
+        Err(setting(
+            "top_k",
+            k,
+            format!("1 to the vocabulary size {vocab}"),
+        ))
+    }
 }
 
 /// `softmax(logits / temperature)`, as the book computes it; when the
@@ -232,8 +234,13 @@ pub fn try_top_k_filter(logits: &Tensor, k: i64) -> Result<Tensor, GenerateError
 /// `(logits - max) / temperature`, which cannot overflow.
 fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
     let scaled = logits / temperature;
-    let overflow =
-        scaled.isposinf().any().int64_value(&[]) != 0 || scaled.isnan().any().int64_value(&[]) != 0;
+    // one reduction, one read back: +inf or NaN anywhere
+    let overflow = scaled
+        .isposinf()
+        .logical_or(&scaled.isnan())
+        .any()
+        .int64_value(&[])
+        != 0;
     if overflow {
         // 0 / temperature stays 0 even where temperature rounds to 0 in float32
         let shifted = logits - logits.amax(-1, true);

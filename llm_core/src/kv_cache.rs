@@ -269,6 +269,8 @@ impl KvCache {
         pad_new: Option<&Tensor>,
         device: Device,
     ) -> Result<CacheStep, KvCacheError> {
+        // `pad` is set at every step (and cleared by `reset`): its rows are
+        // the batch the held keys and values belong to
         if let Some(cached) = self
             .pad
             .as_ref()
@@ -276,16 +278,6 @@ impl KvCache {
             .filter(|&c| c != batch)
         {
             return Err(KvCacheError::Batch { cached, new: batch });
-        }
-        if self.len > 0 {
-            if let Some((k, _)) = self.layers.iter().flatten().next() {
-                if k.size()[0] != batch {
-                    return Err(KvCacheError::Batch {
-                        cached: k.size()[0],
-                        new: batch,
-                    });
-                }
-            }
         }
         self.drop = match self.kind {
             KvCacheKind::Simple => 0,

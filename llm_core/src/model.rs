@@ -118,8 +118,11 @@ pub fn check_token_ids(
         });
     }
     if ids.numel() > 0 {
-        let (lo, hi) = (ids.min().int64_value(&[]), ids.max().int64_value(&[]));
-        for id in [lo, hi] {
+        // the smallest and largest id in one read back from the device
+        let range =
+            Vec::<i64>::try_from(Tensor::stack(&[ids.min(), ids.max()], 0).to_kind(Kind::Int64))
+                .map_err(|e| ModelError::Input(e.to_string()))?;
+        for id in range {
             if !(0..vocab_size).contains(&id) {
                 return Err(ModelError::TokenId {
                     id,

@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::{Mutex, TryLockError};
 
 use super::byte_level::{
-    check_vocabulary, decode_token, encode_token, read_encoder_json, read_vocab_bpe, special_tokens,
+    check_vocabulary, decode_token, encode_token, read_encoder_json, read_vocab_bpe,
 };
 use super::{compile, regex_err, Result, Tokenizer, TokenizerError};
 
@@ -468,8 +468,7 @@ impl BpeTokenizer {
         let (encoder_path, merges_path) = (encoder_json.as_ref(), vocab_bpe.as_ref());
         let encoder = read_encoder_json(encoder_path)?;
         let lines = read_vocab_bpe(merges_path, Some(&encoder))?;
-        check_vocabulary(&encoder, &lines, encoder_path, merges_path)?;
-        let specials = special_tokens(&encoder, &lines);
+        let specials = check_vocabulary(&encoder, &lines, encoder_path, merges_path)?;
         let special_names: HashSet<&str> = specials.iter().map(|(s, _)| s.as_str()).collect();
 
         let size = encoder.values().max().map_or(0, |&m| m as usize + 1);

@@ -202,15 +202,21 @@ pub fn looks_special(token: &str) -> bool {
 /// up to the vocabulary. A `vocab.bpe` cut short leaves thousands of
 /// ordinary tokens that no merge produces (and that would otherwise turn
 /// into "special tokens" and change every encoding); the error says so.
+///
+/// Returns the special tokens ([`special_tokens`]).
 pub fn check_vocabulary(
     encoder: &HashMap<String, u32>,
     merges: &[MergeLine],
     encoder_path: &Path,
     vocab_bpe_path: &Path,
-) -> Result<()> {
+) -> Result<Vec<(String, u32)>> {
     let n = encoder.len();
     if let Some((token, &id)) = encoder.iter().find(|(_, &id)| id as usize >= n) {
-        let missing = (0..n as u32).find(|i| !encoder.values().any(|v| v == i));
+        let mut seen = vec![false; n];
+        for &i in encoder.values().filter(|&&i| (i as usize) < n) {
+            seen[i as usize] = true;
+        }
+        let missing = seen.iter().position(|&s| !s);
         return Err(TokenizerError::bad_file(
             encoder_path,
             format!(
@@ -229,8 +235,9 @@ pub fn check_vocabulary(
             ),
         ));
     }
-    let orphans: Vec<(String, u32)> = special_tokens(encoder, merges)
-        .into_iter()
+    let specials = special_tokens(encoder, merges);
+    let orphans: Vec<&(String, u32)> = specials
+        .iter()
         .filter(|(token, _)| !looks_special(token))
         .collect();
     if let Some((token, id)) = orphans.first() {
@@ -249,7 +256,7 @@ pub fn check_vocabulary(
             ),
         ));
     }
-    Ok(())
+    Ok(specials)
 }
 
 /// The special tokens of a vocabulary in GPT-2's format: the entries of

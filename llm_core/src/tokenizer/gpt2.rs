@@ -29,7 +29,7 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
-use super::byte_level::{check_vocabulary, read_encoder_json, read_vocab_bpe, special_tokens};
+use super::byte_level::{check_vocabulary, read_encoder_json, read_vocab_bpe};
 use super::{Result, Tokenizer, TokenizerError};
 
 /// GPT-2's byte pair encoding (the book's `tiktoken.get_encoding("gpt2")`).
@@ -66,11 +66,11 @@ impl Gpt2Tokenizer {
         let (encoder_json, vocab_bpe) = (encoder_json.as_ref(), vocab_bpe.as_ref());
         let encoder = read_encoder_json(encoder_json)?;
         let merges = read_vocab_bpe(vocab_bpe, Some(&encoder))?;
-        check_vocabulary(&encoder, &merges, encoder_json, vocab_bpe)?;
-        let specials: Vec<AddedToken> = special_tokens(&encoder, &merges)
-            .into_iter()
-            .map(|(token, _)| AddedToken::from(token, true))
-            .collect();
+        let specials: Vec<AddedToken> =
+            check_vocabulary(&encoder, &merges, encoder_json, vocab_bpe)?
+                .into_iter()
+                .map(|(token, _)| AddedToken::from(token, true))
+                .collect();
         let context = format!(
             "BPE from {} and {}",
             encoder_json.display(),
