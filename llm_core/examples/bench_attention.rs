@@ -12,7 +12,7 @@
 //! `seed` (123), `device` (auto).
 use std::time::Instant;
 
-use llm_core::attention::{MhaSdpa, MultiHeadAttention};
+use llm_core::model::attention::{MhaSdpa, MultiHeadAttention};
 use llm_core::tch::nn::{self, ModuleT};
 use llm_core::tch::{self, Device, Kind, Tensor};
 use llm_core::Settings;

@@ -14,9 +14,9 @@
 //! ```
 use std::time::Instant;
 
-use llm_core::generate::generate_text_simple_cached;
-use llm_core::kv_cache::KvCache;
-use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+use llm_core::model::generate::generate_text_simple_cached;
+use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
+use llm_core::model::kv_cache::KvCache;
 use llm_core::tch::{self, nn, Device, Tensor};
 
 fn main() -> anyhow::Result<()> {

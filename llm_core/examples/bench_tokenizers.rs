@@ -17,8 +17,8 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use llm_core::tokenizer::byte_level::{decode_token, read_vocab_bpe};
-use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
+use llm_core::text::tokenizer::byte_level::{decode_token, read_vocab_bpe};
+use llm_core::text::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
 use llm_core::tokenizers::models::bpe::{BpeTrainer, BPE};
 use llm_core::tokenizers::models::TrainerWrapper;
 use llm_core::tokenizers::pre_tokenizers::byte_level::ByteLevel;

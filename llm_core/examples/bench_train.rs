@@ -11,12 +11,12 @@
 //! ```
 use std::time::Instant;
 
-use llm_core::dataset::GptDatasetV1;
-use llm_core::loss::calc_loss_batch;
-use llm_core::model::{GptConfig, GptModel};
-use llm_core::optim::{named_parameters, AdamW};
+use llm_core::model::gpt::{GptConfig, GptModel};
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
-use llm_core::tokenizer::Gpt2Tokenizer;
+use llm_core::text::dataset::GptDatasetV1;
+use llm_core::text::tokenizer::Gpt2Tokenizer;
+use llm_core::train::loss::calc_loss_batch;
+use llm_core::train::optim::{named_parameters, AdamW};
 
 fn matmul_gflops() -> f64 {
     let n = 2048;

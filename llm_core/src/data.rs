@@ -22,6 +22,7 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
+use crate::files::{self, io_err, FileError};
 use sha2::{Digest, Sha256};
 
 /// One named data file and where it comes from.
@@ -115,12 +116,9 @@ pub const FILES: &[DataFile] = &[
 pub enum DataError {
     #[error("unknown data file {name:?}; known files: {known}")]
     Unknown { name: String, known: String },
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("download of {url} failed: {reason} (offline? put the file at {hint})")]
     Download {
         url: String,
@@ -144,13 +142,6 @@ pub enum DataError {
         expected: String,
         actual: String,
     },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> DataError + '_ {
-    move |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 /// Look a file up in [`FILES`] by name.
@@ -295,7 +286,7 @@ pub fn path(name: &str) -> Result<PathBuf, DataError> {
 /// Read a named file as UTF-8 text.
 pub fn read_to_string(name: &str) -> Result<String, DataError> {
     let p = path(name)?;
-    fs::read_to_string(&p).map_err(io_err(&p))
+    Ok(fs::read_to_string(&p).map_err(io_err(&p))?)
 }
 
 /// `text` without a leading UTF-8 byte-order mark (which some editors on
@@ -343,12 +334,10 @@ fn extract_member(
     let mut entry = zip
         .by_name(member)
         .map_err(|e| bad(format!("no {member:?} in the archive: {e}")))?;
-    let tmp = dest.with_file_name(format!(".{member}.partial-{}", std::process::id()));
-    let result = (|| {
-        let mut out = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-        io::copy(&mut entry, &mut out).map_err(io_err(&tmp))?;
-        out.sync_all().map_err(io_err(&tmp))?;
-        let actual = sha256_file(&tmp)?;
+    files::write_atomically(dest, |tmp| {
+        let mut out = fs::File::create(tmp).map_err(io_err(tmp))?;
+        io::copy(&mut entry, &mut out).map_err(io_err(tmp))?;
+        let actual = sha256_file(tmp)?;
         if !actual.eq_ignore_ascii_case(sha256) {
             return Err(DataError::Checksum {
                 path: dest.to_path_buf(),
@@ -357,30 +346,18 @@ fn extract_member(
                 actual,
             });
         }
-        fs::rename(&tmp, dest).map_err(io_err(dest))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
-/// Download `url` to `dest`: into `dest.partial-<pid>` first, check the sha256
+/// Download `url` to `dest`: into a temporary file beside it first
+/// ([`files::write_atomically`]), check the sha256
 /// (the one given, else the one the server states in `x-linked-etag`, as
 /// Hugging Face does for large files), then rename into place. On any failure nothing is left
 /// at `dest` and the partial file is removed.
 pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), DataError> {
-    if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
-    }
-    let tmp = dest.with_extension(format!(
-        "{}partial-{}",
-        dest.extension()
-            .map(|e| format!("{}.", e.to_string_lossy()))
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    let result = fetch_into(url, &tmp, dest).and_then(|(actual, stated)| {
+    files::write_atomically(dest, |tmp| {
+        let (actual, stated) = fetch_into(url, tmp, dest)?;
         if let Some(expected) = sha256.map(str::to_string).or(stated) {
             if !actual.eq_ignore_ascii_case(&expected) {
                 return Err(DataError::Checksum {
@@ -391,12 +368,8 @@ pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), Data
                 });
             }
         }
-        fs::rename(&tmp, dest).map_err(io_err(dest))
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+        Ok(())
+    })
 }
 
 /// Stream the body into `tmp`, returning its sha256 and the sha256 the
@@ -464,7 +437,7 @@ pub fn offline() -> bool {
 }
 
 /// The Hugging Face repositories of OpenAI's four GPT-2 sizes, under the
-/// book's names ([`crate::model::MODEL_NAMES`]).
+/// book's names ([`crate::model::gpt::MODEL_NAMES`]).
 pub const GPT2_REPOS: [(&str, &str); 4] = [
     ("gpt2-small (124M)", "openai-community/gpt2"),
     ("gpt2-medium (355M)", "openai-community/gpt2-medium"),
@@ -475,7 +448,7 @@ pub const GPT2_REPOS: [(&str, &str); 4] = [
 /// The directory holding `config.json` and `model.safetensors` of one of
 /// OpenAI's GPT-2 models (`model_name` as in the book, e.g.
 /// `"gpt2-small (124M)"`, or the repository name, e.g. `"openai-community/gpt2"`),
-/// for [`crate::gpt2_weights::load_gpt2`].
+/// for [`crate::model::gpt2_weights::load_gpt2`].
 ///
 /// Looked up as every data file: `$LLM_DATA_DIR/<repo>/`, then the cache,
 /// else downloaded from `https://huggingface.co/<repo>/resolve/main/` with a

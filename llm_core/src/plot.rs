@@ -37,7 +37,7 @@ pub enum PlotError {
         ys: usize,
     },
     #[error(transparent)]
-    Save(#[from] crate::checkpoint::CheckpointError),
+    Save(#[from] crate::files::FileError),
 }
 
 /// How a series is drawn.
@@ -592,7 +592,7 @@ impl Heatmap {
 
 /// Write a rendered chart to `path` atomically (parent directories created).
 fn save_svg(svg: String, path: impl AsRef<Path>) -> Result<(), PlotError> {
-    crate::checkpoint::write_bytes(path, svg.as_bytes())?;
+    crate::files::write_bytes(path, svg.as_bytes())?;
     Ok(())
 }
 

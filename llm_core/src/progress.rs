@@ -1,10 +1,11 @@
 //! A progress line for long loops: step/total, the metrics you set (loss …),
 //! tokens per second and the time left.
 //!
-//! In a terminal and in Jupyter the line is redrawn in place (a carriage
-//! return); at most every 0.25 s in a terminal and every 1 s in Jupyter, so a
-//! notebook saved with its outputs stays small. When stdout is neither (a log
-//! file), a full line is printed every 10 s instead.
+//! In a terminal the line is redrawn in place (a carriage return) at most
+//! every 0.25 s. Anywhere else — a Jupyter notebook, a log file — a redrawn
+//! line would be saved as dozens of fragments, so whole lines are printed
+//! instead: one at each tenth of the way (no more often than every 10 s)
+//! and the final one, so a saved notebook or log reads cleanly.
 //!
 //! ```
 //! use llm_core::progress::Progress;
@@ -24,11 +25,11 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Redraw in place (terminal or Jupyter), at most this often.
+    /// Redraw in place (a terminal), at most this often.
     InPlace(Duration),
-    /// Print whole lines, at most this often.
+    /// Print whole lines: one at each tenth of the way, at most this often.
     Lines(Duration),
-    /// Print nothing until `finish`.
+    /// Print nothing at all.
     Quiet,
 }
 
@@ -42,6 +43,8 @@ pub struct Progress {
     metrics: Vec<(String, f64)>,
     start: Instant,
     last_draw: Option<Instant>,
+    /// The position at the last drawn line.
+    drawn_at: usize,
     mode: Mode,
     finished: bool,
 }
@@ -50,9 +53,7 @@ impl Progress {
     /// A progress line for `total` steps, labelled `label`.
     pub fn new(label: &str, total: usize) -> Self {
         let in_jupyter = std::env::var_os("EVCXR_IS_RUNTIME").is_some();
-        let mode = if in_jupyter {
-            Mode::InPlace(Duration::from_secs(1))
-        } else if std::io::stdout().is_terminal() {
+        let mode = if !in_jupyter && std::io::stdout().is_terminal() {
             Mode::InPlace(Duration::from_millis(250))
         } else {
             Mode::Lines(Duration::from_secs(10))
@@ -65,12 +66,14 @@ impl Progress {
             metrics: Vec::new(),
             start: Instant::now(),
             last_draw: None,
+            drawn_at: 0,
             mode,
             finished: false,
         }
     }
 
-    /// Print nothing until [`Progress::finish`] (for tests and nested loops).
+    /// Print nothing at all, not even [`Progress::println`] and
+    /// [`Progress::finish`] (for tests and `quiet` options).
     pub fn quiet(mut self) -> Self {
         self.mode = Mode::Quiet;
         self
@@ -100,7 +103,11 @@ impl Progress {
         let due = match (self.mode, self.last_draw) {
             (Mode::Quiet, _) => false,
             (_, None) => true,
-            (Mode::InPlace(every) | Mode::Lines(every), Some(t)) => t.elapsed() >= every,
+            (Mode::InPlace(every), Some(t)) => t.elapsed() >= every,
+            (Mode::Lines(every), Some(t)) => {
+                let tenth = |p: usize| p * 10 / self.total.max(1);
+                tenth(position) > tenth(self.drawn_at) && t.elapsed() >= every
+            }
         };
         if due {
             self.draw(false);
@@ -166,10 +173,12 @@ impl Progress {
                 // pad so that a shorter line fully covers the previous one
                 write!(out, "\r{line:<100}{}", if last { "\n" } else { "" })
             }
-            Mode::Lines(_) | Mode::Quiet => writeln!(out, "{line}"),
+            Mode::Lines(_) => writeln!(out, "{line}"),
+            Mode::Quiet => return,
         };
         let _ = out.flush();
         self.last_draw = Some(Instant::now());
+        self.drawn_at = self.position;
     }
 
     /// Print a whole line of text (such as an evaluation result) above the
@@ -177,12 +186,15 @@ impl Progress {
     pub fn println(&mut self, text: &str) {
         let mut out = std::io::stdout().lock();
         let _ = match self.mode {
+            Mode::Quiet => return,
             Mode::InPlace(_) if self.last_draw.is_some() => writeln!(out, "\r{text:<100}"),
             _ => writeln!(out, "{text}"),
         };
         let _ = out.flush();
-        // redraw the progress line at the next step
-        self.last_draw = None;
+        if let Mode::InPlace(_) = self.mode {
+            // redraw the progress line at the next step
+            self.last_draw = None;
+        }
     }
 
     /// Draw the final line and end it with a newline.
@@ -241,6 +253,23 @@ mod tests {
         assert!(line.contains("ETA"), "{line}");
         p.finish();
         assert!(!p.line().contains("ETA"));
+    }
+
+    #[test]
+    fn lines_mode_draws_at_each_tenth_at_most() {
+        let mut p = Progress::new("train", 1000);
+        p.mode = Mode::Lines(Duration::ZERO);
+        let mut drawn = Vec::new();
+        for _ in 0..1000 {
+            p.inc(1);
+            if p.drawn_at == p.position {
+                drawn.push(p.position);
+            }
+        }
+        assert_eq!(
+            drawn,
+            [1, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000]
+        );
     }
 
     #[test]

@@ -6,12 +6,12 @@ use common::rng_lock;
 
 use std::collections::BTreeSet;
 
-use llm_core::attention::{
+use llm_core::model::attention::{
     causal_mask, inputs_your_journey, simplified_attention, AttentionError, CausalAttention,
     Dropout, MhaSdpa, MultiHeadAttention, MultiHeadAttentionWrapper, SelfAttentionV1,
     SelfAttentionV2,
 };
-use llm_core::init;
+use llm_core::model::init;
 use llm_core::tch::nn::{self, Module, ModuleT};
 use llm_core::tch::{self, Device, Kind, Tensor};
 

@@ -9,14 +9,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use llm_core::checkpoint::{
-    load_training_checkpoint, load_varstore, read_checkpoint_info, recover_checkpoint_dir,
-    save_training_checkpoint, save_varstore,
-};
-use llm_core::model::{GptConfig, GptModel};
-use llm_core::optim::{named_parameters, AdamW};
+use llm_core::files::{load_varstore, save_varstore};
+use llm_core::model::gpt::{GptConfig, GptModel};
 use llm_core::tch::{nn, Device, Kind, Tensor};
-use llm_core::train::TrainHistory;
+use llm_core::train::checkpoint::{
+    load_training_checkpoint, read_checkpoint_info, recover_checkpoint_dir,
+    save_training_checkpoint,
+};
+use llm_core::train::optim::{named_parameters, AdamW};
+use llm_core::train::pretrain::TrainHistory;
 
 fn tiny_cfg() -> GptConfig {
     GptConfig {

@@ -3,8 +3,8 @@
 
 mod common;
 
-use llm_core::dataset::{create_dataloader_v1, DatasetError, GptDatasetV1};
 use llm_core::tch::Tensor;
+use llm_core::text::dataset::{create_dataloader_v1, DatasetError, GptDatasetV1};
 
 fn rows(t: &Tensor) -> Vec<Vec<i64>> {
     Vec::<Vec<i64>>::try_from(t).unwrap()

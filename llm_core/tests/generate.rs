@@ -3,8 +3,8 @@
 mod common;
 use common::rng_lock;
 
-use llm_core::generate::{generate, top_k_filter};
-use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+use llm_core::model::generate::{generate, top_k_filter};
+use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
 use llm_core::tch::nn::ModuleT;
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
 
@@ -96,7 +96,7 @@ fn top_k_filter_masks_below_the_kth_per_row() {
     );
     // k outside 1..=vocab is an error naming the range (torch.topk raises too)
     for k in [0, -3, 99] {
-        let err = llm_core::generate::try_top_k_filter(&logits, k).unwrap_err();
+        let err = llm_core::model::generate::try_top_k_filter(&logits, k).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("top_k = {k} is out of range; accepted: 1 to the vocabulary size 4")
@@ -115,8 +115,16 @@ fn eos_stops_early() {
     // stops before the first occurrence, which is not appended
     assert_eq!(row(&out), greedy[..first_at]);
     // an id outside the vocabulary could never stop anything: an error
-    let err = llm_core::generate::try_generate(&model, &prompt(), 10, CONTEXT, 0.0, None, Some(-1))
-        .unwrap_err();
+    let err = llm_core::model::generate::try_generate(
+        &model,
+        &prompt(),
+        10,
+        CONTEXT,
+        0.0,
+        None,
+        Some(-1),
+    )
+    .unwrap_err();
     assert!(
         err.to_string().starts_with("eos_id = -1 is out of range"),
         "{err}"

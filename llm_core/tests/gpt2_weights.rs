@@ -7,16 +7,16 @@ use common::rng_lock;
 
 use std::path::{Path, PathBuf};
 
-use llm_core::dataset::create_dataloader_v1;
-use llm_core::gpt2_weights::{
+use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
+use llm_core::model::gpt2_weights::{
     export_gpt2, gpt2_tensors, load_gpt2, load_gpt2_safetensors, read_config, Gpt2WeightsError,
     CONFIG_FILE, WEIGHTS_FILE,
 };
-use llm_core::loss::calc_loss_loader;
-use llm_core::model::{generate_text_simple, GptConfig, GptModel};
 use llm_core::tch::nn::ModuleT;
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
-use llm_core::tokenizer::Tokenizer;
+use llm_core::text::dataset::create_dataloader_v1;
+use llm_core::text::tokenizer::Tokenizer;
+use llm_core::train::loss::calc_loss_loader;
 
 fn tiny_dir() -> PathBuf {
     common::data_dir().join("tiny-random-gpt2-ours")
@@ -146,7 +146,7 @@ fn tiny_model(seed: i64, cfg: &GptConfig) -> (nn::VarStore, GptModel) {
 /// Write `tensors` as a model directory beside the tiny model's config.
 fn write_dir(dir: &Path, cfg: &GptConfig, tensors: &[(String, Tensor)]) {
     std::fs::create_dir_all(dir).unwrap();
-    let config = llm_core::gpt2_weights::config_to_hf(cfg, true);
+    let config = llm_core::model::gpt2_weights::config_to_hf(cfg, true);
     std::fs::write(dir.join(CONFIG_FILE), config.to_string()).unwrap();
     Tensor::write_safetensors(tensors, dir.join(WEIGHTS_FILE)).unwrap();
 }

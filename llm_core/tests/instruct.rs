@@ -8,16 +8,16 @@ mod common;
 
 use std::path::Path;
 
-use llm_core::instruct::{
+use llm_core::eval::metrics::ResponseScores;
+use llm_core::finetune::instruct::{
     format_input, load_instruction_data, split_data, CollateOptions, InstructionDataset,
     InstructionEntry, PromptStyle,
 };
-use llm_core::loss::calc_loss_loader;
-use llm_core::metrics::ResponseScores;
-use llm_core::model::{GptConfig, GptModel};
-use llm_core::optim::{named_parameters, AdamW};
+use llm_core::model::gpt::{GptConfig, GptModel};
 use llm_core::tch::{self, nn, Device};
-use llm_core::train::{train_model_simple, TrainOptions};
+use llm_core::train::loss::calc_loss_loader;
+use llm_core::train::optim::{named_parameters, AdamW};
+use llm_core::train::pretrain::{train_model_simple, TrainOptions};
 use serde_json::Value;
 
 fn oracle() -> Value {

@@ -5,11 +5,11 @@
 mod common;
 
 use common::rng_lock;
-use llm_core::generate::{
+use llm_core::model::generate::{
     generate, generate_batched, generate_text_simple_cached, try_generate_cached,
 };
-use llm_core::kv_cache::{KvCache, KvCacheError, KvCacheKind};
-use llm_core::model::{generate_text_simple, GptConfig, GptModel, ModelError};
+use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel, ModelError};
+use llm_core::model::kv_cache::{KvCache, KvCacheError, KvCacheKind};
 use llm_core::tch::{self, nn, nn::ModuleT, Device, Kind, Tensor};
 
 fn ids(t: &Tensor) -> Vec<i64> {

@@ -17,16 +17,17 @@ use std::path::{Path, PathBuf};
 
 use proptest::prelude::*;
 
-use llm_core::checkpoint::{read_checkpoint_info, read_tensors, save_training_checkpoint};
-use llm_core::generate::token_ids_to_text;
-use llm_core::gpt2_weights::read_config;
-use llm_core::instruct::{load_instruction_data, InstructionEntry};
-use llm_core::model::{GptConfig, GptModel};
-use llm_core::optim::{named_parameters, AdamW};
-use llm_core::spam::{read_sms_collection, read_split_csv, Quoting, SmsMessage};
+use llm_core::files::read_tensors;
+use llm_core::finetune::instruct::{load_instruction_data, InstructionEntry};
+use llm_core::finetune::spam::{read_sms_collection, read_split_csv, Quoting, SmsMessage};
+use llm_core::model::generate::token_ids_to_text;
+use llm_core::model::gpt::{GptConfig, GptModel};
+use llm_core::model::gpt2_weights::read_config;
 use llm_core::tch::{nn, Device, Tensor};
-use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
-use llm_core::train::TrainHistory;
+use llm_core::text::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
+use llm_core::train::checkpoint::{read_checkpoint_info, save_training_checkpoint};
+use llm_core::train::optim::{named_parameters, AdamW};
+use llm_core::train::pretrain::TrainHistory;
 
 use common::data_dir;
 
@@ -249,7 +250,7 @@ fn prefix_or_error(
     name: &str,
     valid: &[u8],
     cut: usize,
-    load: &dyn Fn(&Path) -> Result<Vec<SmsMessage>, llm_core::spam::SpamDataError>,
+    load: &dyn Fn(&Path) -> Result<Vec<SmsMessage>, llm_core::finetune::spam::SpamDataError>,
 ) {
     let whole = {
         let (_d, _p, r) = load_bytes(name, valid, load);
@@ -340,7 +341,7 @@ fn config_errors_name_config_json_and_the_key() {
     // and through load_gpt2, before any weight is read
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("config.json"), hf.to_string()).unwrap();
-    let err = llm_core::gpt2_weights::load_gpt2(dir.path(), Device::Cpu)
+    let err = llm_core::model::gpt2_weights::load_gpt2(dir.path(), Device::Cpu)
         .unwrap_err()
         .to_string();
     assert!(err.contains("config.json"), "{err}");
@@ -425,7 +426,7 @@ fn weights_file() -> Vec<u8> {
 fn safetensors_errors_are_plain() {
     let valid = weights_file();
     let load = |p: &Path| read_tensors(p).map(summary);
-    let path_of = |e: &llm_core::checkpoint::CheckpointError| e.to_string();
+    let path_of = |e: &llm_core::files::FileError| e.to_string();
     // cut short
     let (_d, path, r) = load_bytes("w.safetensors", &valid[..valid.len() - 5], &load);
     let err = path_of(&r.unwrap_err());

@@ -3,11 +3,11 @@
 mod common;
 use common::rng_lock;
 
-use llm_core::loader::{draw_seed, TensorLoader};
-use llm_core::loss::{calc_loss_batch, calc_loss_loader, perplexity};
-use llm_core::model::{GptConfig, GptModel};
+use llm_core::model::gpt::{GptConfig, GptModel};
 use llm_core::tch::nn::ModuleT;
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
+use llm_core::text::loader::{draw_seed, TensorLoader};
+use llm_core::train::loss::{calc_loss_batch, calc_loss_loader, perplexity};
 
 fn tiny() -> (nn::VarStore, GptModel) {
     let cfg = GptConfig {

@@ -7,11 +7,11 @@ use common::rng_lock;
 
 use std::collections::BTreeSet;
 
-use llm_core::init;
-use llm_core::model::{
+use llm_core::model::gpt::{
     gelu, generate_text_simple, FeedForward, Gelu, GptConfig, GptModel, LayerNorm, ModelError,
     TransformerBlock, MODEL_NAMES,
 };
+use llm_core::model::init;
 use llm_core::tch::nn::{self, Module, ModuleT};
 use llm_core::tch::{self, Device, Kind, Tensor};
 

@@ -7,8 +7,8 @@ use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use llm_core::instruct::InstructionEntry;
-use llm_core::ollama::{judge_prompt, JudgeError, OllamaJudge};
+use llm_core::eval::ollama::{judge_prompt, JudgeError, OllamaJudge};
+use llm_core::finetune::instruct::InstructionEntry;
 use serde_json::Value;
 
 /// A stub server: answers each request with `answer(path, request body)` →

@@ -4,11 +4,11 @@
 
 mod common;
 
-use llm_core::spam::{
+use llm_core::finetune::spam::{
     create_balanced_dataset, random_split, read_sms_collection, read_split_csv, Quoting,
     SpamDataset, PAD_TOKEN_ID,
 };
-use llm_core::tokenizer::Gpt2Tokenizer;
+use llm_core::text::tokenizer::Gpt2Tokenizer;
 
 fn dir() -> std::path::PathBuf {
     common::data_dir().join("sms_spam_collection")

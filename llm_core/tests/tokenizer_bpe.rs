@@ -7,8 +7,8 @@ mod common;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use llm_core::tokenizer::bpe::GPT2_SPLIT_PATTERN;
-use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
+use llm_core::text::tokenizer::bpe::GPT2_SPLIT_PATTERN;
+use llm_core::text::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
 use proptest::prelude::*;
 
 /// A merge as the bytes of its two tokens.

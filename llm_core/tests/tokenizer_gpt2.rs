@@ -4,7 +4,7 @@
 
 mod common;
 
-use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
+use llm_core::text::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
 use proptest::prelude::*;
 
 fn encoders() -> Vec<(&'static str, &'static dyn Tokenizer)> {

@@ -2,8 +2,8 @@
 
 mod common;
 
-use llm_core::tokenizer::simple::{split_text, vocab_from_text};
-use llm_core::tokenizer::{SimpleTokenizerV1, SimpleTokenizerV2, Tokenizer, TokenizerError};
+use llm_core::text::tokenizer::simple::{split_text, vocab_from_text};
+use llm_core::text::tokenizer::{SimpleTokenizerV1, SimpleTokenizerV2, Tokenizer, TokenizerError};
 
 #[test]
 fn verdict_preprocessing_matches_the_book() {

@@ -5,15 +5,15 @@ mod common;
 
 use std::path::Path;
 
-use llm_core::checkpoint::{load_training_checkpoint, read_checkpoint_info};
-use llm_core::dataset::GptDatasetV1;
-use llm_core::loader::TensorLoader;
-use llm_core::loss::calc_loss_loader;
-use llm_core::model::{GptConfig, GptModel};
-use llm_core::optim::{named_parameters, AdamW};
+use llm_core::model::gpt::{GptConfig, GptModel};
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
-use llm_core::tokenizer::{Gpt2Tokenizer, SimpleTokenizerV1};
-use llm_core::train::{
+use llm_core::text::dataset::GptDatasetV1;
+use llm_core::text::loader::TensorLoader;
+use llm_core::text::tokenizer::{Gpt2Tokenizer, SimpleTokenizerV1};
+use llm_core::train::checkpoint::{load_training_checkpoint, read_checkpoint_info};
+use llm_core::train::loss::calc_loss_loader;
+use llm_core::train::optim::{named_parameters, AdamW};
+use llm_core::train::pretrain::{
     train_model, train_model_simple, Checkpointing, LrSchedule, TrainError, TrainHistory,
     TrainOptions,
 };

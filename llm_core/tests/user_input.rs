@@ -5,15 +5,15 @@
 mod common;
 
 use common::rng_lock;
-use llm_core::dataset::GptDatasetV1;
-use llm_core::generate::{generate, try_generate, try_generate_text_simple, GenerateError};
-use llm_core::instruct::{try_custom_collate_fn, CollateOptions, InstructionDataset};
-use llm_core::loader::{BatchSampler, TensorLoader};
-use llm_core::model::{generate_text_simple, GptConfig, GptModel};
-use llm_core::optim::{named_parameters, AdamW};
+use llm_core::finetune::instruct::{try_custom_collate_fn, CollateOptions, InstructionDataset};
+use llm_core::model::generate::{generate, try_generate, try_generate_text_simple, GenerateError};
+use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
 use llm_core::tch::{self, nn, Device, Kind, Tensor};
-use llm_core::tokenizer::SimpleTokenizerV1;
-use llm_core::train::{train_model, train_model_simple, LrSchedule, TrainOptions};
+use llm_core::text::dataset::GptDatasetV1;
+use llm_core::text::loader::{BatchSampler, TensorLoader};
+use llm_core::text::tokenizer::SimpleTokenizerV1;
+use llm_core::train::optim::{named_parameters, AdamW};
+use llm_core::train::pretrain::{train_model, train_model_simple, LrSchedule, TrainOptions};
 
 fn tiny() -> (nn::VarStore, GptModel) {
     let cfg = GptConfig {
@@ -212,7 +212,7 @@ fn configs_outside_their_range_fail_before_any_weight() {
         assert!(vs.variables().is_empty(), "nothing drawn for {cfg:?}");
     }
     let msg = panic_message(|| {
-        llm_core::attention::Dropout::new(2.0);
+        llm_core::model::attention::Dropout::new(2.0);
     });
     assert_eq!(msg, "dropout rate 2 is outside the accepted range 0 to 1");
 }
@@ -257,9 +257,16 @@ fn collate_and_loaders_reject_what_they_used_to_change() {
     });
     assert!(msg.contains("batch_size"), "{msg}");
     // byte-level BPE with no merges encodes any text
-    let tok = llm_core::tokenizer::BpeTokenizer::train("ab", 256, &[]).unwrap();
-    let data = vec![llm_core::instruct::InstructionEntry::new("a", "", "b")];
-    let ds = InstructionDataset::new(&data, &tok, llm_core::instruct::PromptStyle::Alpaca).unwrap();
+    let tok = llm_core::text::tokenizer::BpeTokenizer::train("ab", 256, &[]).unwrap();
+    let data = vec![llm_core::finetune::instruct::InstructionEntry::new(
+        "a", "", "b",
+    )];
+    let ds = InstructionDataset::new(
+        &data,
+        &tok,
+        llm_core::finetune::instruct::PromptStyle::Alpaca,
+    )
+    .unwrap();
     assert!(ds
         .try_into_loader(0, false, false, CollateOptions::default())
         .is_err());
@@ -277,7 +284,7 @@ fn learning_rates_and_epochs_outside_their_range() {
     }
     let text = "the cat sat on the mat and the dog sat on the log ".repeat(4);
     let tok = SimpleTokenizerV1::from_text(&text);
-    let ids = llm_core::tokenizer::Tokenizer::encode(&tok, &text).unwrap();
+    let ids = llm_core::text::tokenizer::Tokenizer::encode(&tok, &text).unwrap();
     let cfg = GptConfig {
         vocab_size: 10,
         context_length: 8,
@@ -361,7 +368,7 @@ fn learning_rates_and_epochs_outside_their_range() {
         "{err}"
     );
     // resuming with no epochs left
-    let done = llm_core::train::TrainHistory {
+    let done = llm_core::train::pretrain::TrainHistory {
         epochs_completed: 3,
         ..Default::default()
     };

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use llm_core::tokenizer::{BpeTokenizer, Gpt2Tokenizer};
+use llm_core::text::tokenizer::{BpeTokenizer, Gpt2Tokenizer};
 
 /// Tests that seed libtorch's global generator must not interleave (cargo
 /// runs a test binary's tests on several threads): take this lock first.

@@ -24,7 +24,7 @@
 //!   so OpenAI's own files load into this encoder and give tiktoken's ids.
 //!
 //! ```
-//! use llm_core::tokenizer::{BpeTokenizer, Tokenizer};
+//! use llm_core::text::tokenizer::{BpeTokenizer, Tokenizer};
 //!
 //! let text = "the cat sat on the mat; the cat ate the rat. <|endoftext|> the end";
 //! let tokenizer = BpeTokenizer::train(text, 256 + 5 + 1, &["<|endoftext|>"])?;
@@ -33,7 +33,7 @@
 //! let ids = tokenizer.encode("the cat<|endoftext|>")?;
 //! assert_eq!(ids.last(), Some(&261)); // the special token, after the merges
 //! assert_eq!(tokenizer.decode(&ids)?, "the cat<|endoftext|>");
-//! # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+//! # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 //! ```
 
 use std::cmp::Reverse;
@@ -301,7 +301,7 @@ impl BpeTokenizer {
     /// ids). Training stops early if no pair is left to merge.
     ///
     /// ```
-    /// use llm_core::tokenizer::{BpeTokenizer, Tokenizer};
+    /// use llm_core::text::tokenizer::{BpeTokenizer, Tokenizer};
     ///
     /// let t = BpeTokenizer::train("aaab aaab aaab", 256 + 2, &[])?;
     /// // "aa" is the most frequent pair; then "aa"+"a" and "a"+"b" tie, and
@@ -309,7 +309,7 @@ impl BpeTokenizer {
     /// let learned: Vec<&[u8]> = t.merges().iter().filter_map(|m| t.token_bytes(m.id)).collect();
     /// assert_eq!(learned, [&b"aa"[..], &b"ab"[..]]);
     /// assert_eq!(t.encode("aaab")?.len(), 2); // "aa" + "ab"
-    /// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+    /// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
     /// ```
     pub fn train(text: &str, vocab_size: usize, special_tokens: &[&str]) -> Result<Self> {
         let mut seen = HashSet::new();
@@ -521,7 +521,7 @@ impl BpeTokenizer {
     /// (each file written atomically; `dir` is created if needed).
     ///
     /// ```
-    /// use llm_core::tokenizer::{BpeTokenizer, Tokenizer};
+    /// use llm_core::text::tokenizer::{BpeTokenizer, Tokenizer};
     ///
     /// let t = BpeTokenizer::train("hello hello help", 256 + 4 + 1, &["<|endoftext|>"])?;
     /// let dir = std::env::temp_dir().join(format!("bpe-doc-{}", std::process::id()));
@@ -530,7 +530,7 @@ impl BpeTokenizer {
     /// assert_eq!(loaded.merges(), t.merges());
     /// assert_eq!(loaded.encode("help<|endoftext|>")?, t.encode("help<|endoftext|>")?);
     /// # std::fs::remove_dir_all(&dir).ok();
-    /// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+    /// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
     /// ```
     pub fn save(&self, dir: impl AsRef<Path>) -> Result<()> {
         let dir = dir.as_ref();
@@ -558,8 +558,8 @@ impl BpeTokenizer {
             merges.push_str(&encode_token(right));
             merges.push('\n');
         }
-        crate::checkpoint::write_bytes(dir.join("encoder.json"), encoder.as_bytes())?;
-        crate::checkpoint::write_bytes(dir.join("vocab.bpe"), merges.as_bytes())?;
+        crate::files::write_bytes(dir.join("encoder.json"), encoder.as_bytes())?;
+        crate::files::write_bytes(dir.join("vocab.bpe"), merges.as_bytes())?;
         Ok(())
     }
 
@@ -587,11 +587,11 @@ impl BpeTokenizer {
     /// pair has a merge.
     ///
     /// ```
-    /// use llm_core::tokenizer::BpeTokenizer;
+    /// use llm_core::text::tokenizer::BpeTokenizer;
     /// let t = BpeTokenizer::train("abab abab", 256 + 1, &[])?;
     /// let ab = t.merges()[0].id;
     /// assert_eq!(t.apply_merges(b"abxab"), [ab, b'x' as u32, ab]);
-    /// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+    /// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
     /// ```
     pub fn apply_merges(&self, bytes: &[u8]) -> Vec<u32> {
         if bytes.len() > LONG_PIECE {
@@ -748,11 +748,11 @@ impl BpeTokenizer {
     /// Encode `text` with special tokens treated as ordinary text.
     ///
     /// ```
-    /// use llm_core::tokenizer::{BpeTokenizer, Tokenizer};
+    /// use llm_core::text::tokenizer::{BpeTokenizer, Tokenizer};
     /// let t = BpeTokenizer::train("x", 257, &["<|endoftext|>"])?;
     /// assert_eq!(t.encode("<|endoftext|>")?, [256]);
     /// assert_eq!(t.encode_ordinary("<|endoftext|>")?.len(), 13);
-    /// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+    /// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
     /// ```
     pub fn encode_ordinary(&self, text: &str) -> Result<Vec<u32>> {
         let mut out = Vec::with_capacity(text.len() / 3);

@@ -13,14 +13,15 @@
 //! | [`BpeTokenizer`] | bonus | byte pair encoding from scratch: train, encode, decode, save and load GPT-2's files |
 //!
 //! ```
-//! use llm_core::tokenizer::{SimpleTokenizerV2, Tokenizer};
+//! use llm_core::text::tokenizer::{SimpleTokenizerV2, Tokenizer};
 //!
 //! let tokenizer = SimpleTokenizerV2::from_text("the cat sat on the mat.");
 //! let ids = tokenizer.encode("the dog sat.")?;
 //! assert_eq!(tokenizer.decode(&ids)?, "the <|unk|> sat.");
-//! # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+//! # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 //! ```
 
+use crate::files::FileError;
 use std::path::PathBuf;
 
 pub mod bpe;
@@ -45,9 +46,9 @@ pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 /// The contract every tokenizer keeps (in the spirit of minbpe's `Tokenizer`).
 ///
 /// ```
-/// use llm_core::tokenizer::{SimpleTokenizerV1, Tokenizer};
+/// use llm_core::text::tokenizer::{SimpleTokenizerV1, Tokenizer};
 ///
-/// fn round_trip(t: &dyn Tokenizer, text: &str) -> llm_core::tokenizer::Result<String> {
+/// fn round_trip(t: &dyn Tokenizer, text: &str) -> llm_core::text::tokenizer::Result<String> {
 ///     t.decode(&t.encode(text)?)
 /// }
 /// let t = SimpleTokenizerV1::from_text("Hello, world.");
@@ -55,7 +56,7 @@ pub type Result<T, E = TokenizerError> = std::result::Result<T, E>;
 /// assert_eq!(t.vocab_size(), 4);
 /// assert_eq!(t.token_to_id("Hello"), Some(2));
 /// assert_eq!(t.id_to_token(2).as_deref(), Some("Hello"));
-/// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+/// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 /// ```
 pub trait Tokenizer {
     /// Text to token ids.
@@ -80,15 +81,11 @@ pub enum TokenizerError {
     #[error("token {token:?} is not in the vocabulary{hint}")]
     UnknownToken { token: String, hint: &'static str },
     /// An id outside the vocabulary.
-    #[error("token id {id} is not in the vocabulary (size {vocab_size}){}", if *id < 0 { "; -100 marks padded targets that the loss ignores: mask them out before decoding" } else { "" })]
+    #[error("token id {id} is not in the vocabulary (size {vocab_size}){}", if *id < 0 { "; a negative id such as the loss's ignore index marks a padded target: mask them out before decoding" } else { "" })]
     UnknownId { id: i64, vocab_size: usize },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     /// A file's content is not what it should be.
     #[error("{path}: {reason}")]
     BadFile { path: PathBuf, reason: String },
@@ -115,17 +112,9 @@ pub enum TokenizerError {
     /// A named data file could not be resolved.
     #[error(transparent)]
     Data(#[from] crate::data::DataError),
-    /// A tokenizer file could not be saved.
-    #[error(transparent)]
-    Save(#[from] crate::checkpoint::CheckpointError),
 }
 
 impl TokenizerError {
-    pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
-        move |source| TokenizerError::Io { path, source }
-    }
-
     pub(crate) fn bad_file(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
         TokenizerError::BadFile {
             path: path.into(),

@@ -15,7 +15,7 @@
 //!   tokens separated by a space, in the order they were learned (50000 lines).
 //!
 //! ```
-//! use llm_core::tokenizer::byte_level::{bytes_to_unicode, decode_token, encode_token};
+//! use llm_core::text::tokenizer::byte_level::{bytes_to_unicode, decode_token, encode_token};
 //!
 //! assert_eq!(bytes_to_unicode()[b' ' as usize], 'Ġ');
 //! assert_eq!(encode_token(b" the\n"), "ĠtheĊ");
@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use super::{Result, TokenizerError};
+use crate::files::io_err;
 
 /// GPT-2's table from byte value to character (`bytes_to_unicode` in
 /// OpenAI's `encoder.py`).
@@ -78,7 +79,7 @@ pub fn decode_token(token: &str) -> Option<Vec<u8>> {
 /// non-negative integers that fit in `u32`, or two tokens with the same id.
 pub fn read_encoder_json(path: impl AsRef<Path>) -> Result<HashMap<String, u32>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(TokenizerError::io(path))?;
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let value: serde_json::Value = serde_json::from_str(crate::data::strip_bom(&text))
         .map_err(|e| TokenizerError::bad_file(path, format!("not valid JSON: {e}")))?;
     let serde_json::Value::Object(map) = value else {
@@ -131,7 +132,7 @@ pub fn read_vocab_bpe(
     encoder: Option<&HashMap<String, u32>>,
 ) -> Result<Vec<MergeLine>> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(TokenizerError::io(path))?;
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     let text = crate::data::strip_bom(&text);
     let bad = |line: usize, reason: String| TokenizerError::BadMerge {
         path: path.to_path_buf(),
@@ -265,7 +266,7 @@ pub fn check_vocabulary(
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use llm_core::tokenizer::byte_level::{special_tokens, MergeLine};
+/// use llm_core::text::tokenizer::byte_level::{special_tokens, MergeLine};
 ///
 /// let encoder: HashMap<String, u32> =
 ///     [("a", 0), ("b", 1), ("ab", 2), ("<|endoftext|>", 3)].into_iter().map(|(t, i)| (t.to_string(), i)).collect();

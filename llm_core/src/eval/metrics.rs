@@ -9,7 +9,7 @@
 //! reference's, and the score the F1 of the two.
 //!
 //! ```
-//! use llm_core::metrics::{exact_match, rouge_l};
+//! use llm_core::eval::metrics::{exact_match, rouge_l};
 //!
 //! let reference = "The correct spelling is 'Occasion.'";
 //! assert!(exact_match("the correct spelling is occasion", reference));
@@ -20,7 +20,7 @@
 
 use std::fmt;
 
-use crate::instruct::InstructionEntry;
+use crate::finetune::instruct::InstructionEntry;
 
 /// The words of a text as ROUGE compares them: lowercase letters and digits.
 pub fn words(text: &str) -> Vec<String> {

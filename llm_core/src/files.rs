@@ -2,57 +2,41 @@
 //! disk, then rename it into place. A crash or Ctrl-C at any moment leaves
 //! either the old file or the new one, never a half-written one.
 //!
-//! A *training checkpoint* ([`save_training_checkpoint`]) is a directory of
-//! three files, written as a whole into a temporary directory and then
-//! swapped in:
+//! The ground floor of the crate: the tokenizers, the plots, the data files,
+//! the weights and the training checkpoints all write through here, and every
+//! error names its file ([`FileError`]).
 //!
-//! | file | holds |
-//! |---|---|
-//! | `model.safetensors` | the model's weights, under their `VarStore` names |
-//! | `optimizer.safetensors` | AdamW's `<param>.exp_avg` / `<param>.exp_avg_sq`, and libtorch's RNG state (`rng_state.cpu`, as `torch.get_rng_state()`) |
-//! | `checkpoint.json` | the model config, AdamW's settings and step, and the [`crate::train::TrainHistory`] (epoch, global step, tokens seen, losses) |
-//!
-//! Loading it back ([`load_training_checkpoint`]) restores the weights, the
-//! optimizer and the generator, so training continues exactly as if it had
-//! never stopped. Everything is checked before anything is changed: a load
-//! that fails (a missing file, a tensor of another shape or dtype, a config
-//! that does not match the weights) leaves the model and the optimizer as
-//! they were.
-//!
-//! A save is a small state machine of renames beside `dir`:
-//! `.<name>.tmp-<pid>` (being written) → `.<name>.new-<pid>` (complete) →
-//! `dir` (the old `dir` waits as `.<name>.old-<pid>` until the new one is in
-//! place). A kill at any moment leaves a state the next save or load
-//! recognises: it finishes an interrupted swap, removes temporary directories
-//! of interrupted saves, and says so on stderr. A load returns the newest
-//! complete checkpoint or an error, never an older one silently.
+//! A directory is swapped in as a whole ([`write_dir_atomically`]) by a small
+//! state machine of renames beside `dir`: `.<name>.tmp-<pid>` (being written)
+//! → `.<name>.new-<pid>` (complete) → `dir` (the old `dir` waits as
+//! `.<name>.old-<pid>` until the new one is in place). A kill at any moment
+//! leaves a state the next save or load recognises
+//! ([`recover_checkpoint_dir`]): it finishes an interrupted swap, removes
+//! temporary directories of interrupted saves, and says so on stderr. A load
+//! returns the newest complete directory or an error, never an older one
+//! silently.
 //!
 //! ```no_run
-//! use llm_core::checkpoint;
+//! use llm_core::files;
 //! use llm_core::tch::{nn, Device};
 //!
 //! let vs = nn::VarStore::new(Device::Cpu);
 //! // ... build and train a model in `vs` ...
-//! checkpoint::save_varstore(&vs, "model.safetensors")?;
-//! # Ok::<(), llm_core::checkpoint::CheckpointError>(())
+//! files::save_varstore(&vs, "model.safetensors")?;
+//! files::write_bytes("notes.txt", b"trained for 10 epochs")?;
+//! # Ok::<(), llm_core::files::FileError>(())
 //! ```
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
-use crate::model::GptConfig;
-use crate::optim::AdamW;
-use crate::rng::RngState;
-use crate::train::TrainHistory;
-
-/// Errors from saving or loading a checkpoint; each names the file.
+/// Errors from reading or writing a file; each names the file.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
+pub enum FileError {
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -65,22 +49,23 @@ pub enum CheckpointError {
     Format { path: PathBuf, message: String },
 }
 
-fn format_err(path: &Path, message: impl Into<String>) -> CheckpointError {
-    CheckpointError::Format {
+pub(crate) fn format_err(path: &Path, message: impl Into<String>) -> FileError {
+    FileError::Format {
         path: path.to_path_buf(),
         message: message.into(),
     }
 }
 
-fn torch_err(path: &Path) -> impl FnOnce(tch::TchError) -> CheckpointError + '_ {
-    move |e| CheckpointError::Torch {
+pub(crate) fn torch_err(path: &Path) -> impl FnOnce(tch::TchError) -> FileError + '_ {
+    move |e| FileError::Torch {
         path: path.to_path_buf(),
         message: e.to_string(),
     }
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-    move |source| CheckpointError::Io {
+/// Name the file in an I/O error: `fs::read(p).map_err(io_err(p))?`.
+pub fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
+    move |source| FileError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -103,9 +88,10 @@ pub fn temp_path_for(path: &Path) -> PathBuf {
 
 /// Run `write` on a temporary path, fsync the result, then rename it to `path`.
 /// On error the temporary file is removed and `path` is untouched.
-pub fn write_atomically<F>(path: &Path, write: F) -> Result<(), CheckpointError>
+pub fn write_atomically<F, E>(path: &Path, write: F) -> Result<(), E>
 where
-    F: FnOnce(&Path) -> Result<(), CheckpointError>,
+    F: FnOnce(&Path) -> Result<(), E>,
+    E: From<FileError>,
 {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
@@ -118,9 +104,9 @@ where
                 .write(true)
                 .open(&tmp)
                 .and_then(|f| f.sync_all())
-                .map_err(io_err(&tmp))
+                .map_err(|e| io_err(&tmp)(e).into())
         })
-        .and_then(|()| fs::rename(&tmp, path).map_err(io_err(path)));
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| io_err(path)(e).into()));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     } else if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -133,7 +119,7 @@ where
 }
 
 /// Write bytes to `path` atomically.
-pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), CheckpointError> {
+pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), FileError> {
     let path = path.as_ref();
     write_atomically(path, |tmp| {
         let mut f = fs::File::create(tmp).map_err(io_err(tmp))?;
@@ -143,10 +129,10 @@ pub fn write_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<(), Checkpoin
 
 /// Save every variable of `vs` to `path` (safetensors when the name ends in
 /// `.safetensors`), atomically.
-pub fn save_varstore(vs: &VarStore, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+pub fn save_varstore(vs: &VarStore, path: impl AsRef<Path>) -> Result<(), FileError> {
     let path = path.as_ref();
     write_atomically(path, |tmp| {
-        vs.save(tmp).map_err(|e| CheckpointError::Torch {
+        vs.save(tmp).map_err(|e| FileError::Torch {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
@@ -154,7 +140,7 @@ pub fn save_varstore(vs: &VarStore, path: impl AsRef<Path>) -> Result<(), Checkp
 }
 
 /// The parent directory of `path` (`.` for a bare name) and its file name.
-fn parent_and_name(path: &Path) -> Result<(PathBuf, String), CheckpointError> {
+fn parent_and_name(path: &Path) -> Result<(PathBuf, String), FileError> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -265,15 +251,17 @@ fn remove_leftover_temp_files(path: &Path) {
     remove_leftovers("temporary files", path, &stale);
 }
 
-/// Bring the checkpoint directory `dir` to a clean state after interrupted
-/// saves (see the [module docs](self)): finish a swap that a kill cut short
-/// (a complete `.new-<pid>` becomes `dir`), remove temporary and previous
-/// directories, and refuse to guess when only a previous checkpoint is left.
-/// Directories of a process that still runs are left alone.
+/// Bring the directory `dir`, written by [`write_dir_atomically`], to a clean
+/// state after interrupted saves (see the [module docs](self)): finish a swap
+/// that a kill cut short (a complete `.new-<pid>` becomes `dir`), remove
+/// temporary and previous directories, and refuse to guess when only a
+/// previous copy is left. `marker` is the file a complete directory holds
+/// (a training checkpoint's `checkpoint.json`). Directories of a process
+/// that still runs are left alone.
 ///
-/// Called by every save and load of a training checkpoint; call it yourself
-/// to tidy a directory.
-pub fn recover_checkpoint_dir(dir: impl AsRef<Path>) -> Result<(), CheckpointError> {
+/// Called by every [`write_dir_atomically`], and by every load of a
+/// training checkpoint ([`crate::train::checkpoint::recover_checkpoint_dir`]).
+pub fn recover_dir(dir: impl AsRef<Path>, marker: &str) -> Result<(), FileError> {
     let dir = dir.as_ref();
     let (parent, name) = parent_and_name(dir)?;
     let mut tmps = Vec::new();
@@ -316,7 +304,7 @@ pub fn recover_checkpoint_dir(dir: impl AsRef<Path>) -> Result<(), CheckpointErr
             new.display()
         );
     }
-    if dir.join(CHECKPOINT_JSON).is_file() {
+    if dir.join(marker).is_file() {
         remove_leftovers("previous checkpoint directories", dir, &olds);
         return Ok(());
     }
@@ -333,7 +321,7 @@ pub fn recover_checkpoint_dir(dir: impl AsRef<Path>) -> Result<(), CheckpointErr
     Ok(())
 }
 
-fn sync_dir(dir: &Path) {
+pub(crate) fn sync_dir(dir: &Path) {
     if let Ok(d) = fs::File::open(dir) {
         let _ = d.sync_all();
     }
@@ -342,10 +330,10 @@ fn sync_dir(dir: &Path) {
 /// Read every tensor of a weights file: safetensors (checked first, so a
 /// damaged file gets a plain message naming it) or, for other extensions,
 /// libtorch's own format.
-pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>, CheckpointError> {
+pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>, FileError> {
     let path = path.as_ref();
     if !path.is_file() {
-        return Err(CheckpointError::Io {
+        return Err(FileError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         });
@@ -449,7 +437,7 @@ pub fn check_safetensors(path: &Path) -> Result<(), String> {
 }
 
 /// A short dtype name as Python prints it (`float32`, `float16`, …).
-fn dtype_name(kind: Kind) -> String {
+pub(crate) fn dtype_name(kind: Kind) -> String {
     match kind {
         Kind::Float => "float32".into(),
         Kind::Half => "float16".into(),
@@ -466,11 +454,11 @@ fn dtype_name(kind: Kind) -> String {
 /// Match `tensors` against the variables of `vs`: every variable present
 /// with exactly its shape and dtype, and no tensor that is not a variable.
 /// Returns the pairs (variable, tensor) to copy; changes nothing.
-fn match_varstore(
+pub(crate) fn match_varstore(
     vs: &VarStore,
     tensors: Vec<(String, Tensor)>,
     path: &Path,
-) -> Result<Vec<(Tensor, Tensor)>, CheckpointError> {
+) -> Result<Vec<(Tensor, Tensor)>, FileError> {
     let mut file: std::collections::HashMap<String, Tensor> = tensors.into_iter().collect();
     let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
@@ -523,7 +511,7 @@ fn match_varstore(
     Ok(pairs)
 }
 
-fn copy_pairs(pairs: &[(Tensor, Tensor)]) {
+pub(crate) fn copy_pairs(pairs: &[(Tensor, Tensor)]) {
     tch::no_grad(|| {
         for (var, src) in pairs {
             let mut var = var.shallow_clone();
@@ -537,7 +525,7 @@ fn copy_pairs(pairs: &[(Tensor, Tensor)]) {
 /// broadcast into a `[50, 16]` variable, and float16 weights are not loaded
 /// into a float32 model) and the file must hold nothing else; otherwise the
 /// error names the file and the tensor, and `vs` is unchanged.
-pub fn load_varstore(vs: &mut VarStore, path: impl AsRef<Path>) -> Result<(), CheckpointError> {
+pub fn load_varstore(vs: &mut VarStore, path: impl AsRef<Path>) -> Result<(), FileError> {
     let path = path.as_ref();
     let tensors = read_tensors(path)?;
     let pairs = match_varstore(vs, tensors, path)?;
@@ -548,15 +536,16 @@ pub fn load_varstore(vs: &mut VarStore, path: impl AsRef<Path>) -> Result<(), Ch
 /// Fill the directory `dir` through `write` (which gets a temporary
 /// directory beside it), then swap it into place (see the
 /// [module docs](self)): at any moment `dir` holds either the complete old
-/// checkpoint or the complete new one, and [`recover_checkpoint_dir`] (run
-/// by every save and load) finishes what a kill interrupted.
-pub fn write_dir_atomically<F>(dir: &Path, write: F) -> Result<(), CheckpointError>
+/// directory or the complete new one, and [`recover_dir`] (run by every save
+/// and load) finishes what a kill interrupted. `write` must create the file
+/// `marker`, which marks a directory as complete.
+pub fn write_dir_atomically<F>(dir: &Path, marker: &str, write: F) -> Result<(), FileError>
 where
-    F: FnOnce(&Path) -> Result<(), CheckpointError>,
+    F: FnOnce(&Path) -> Result<(), FileError>,
 {
     let (parent, name) = parent_and_name(dir)?;
     fs::create_dir_all(&parent).map_err(io_err(&parent))?;
-    recover_checkpoint_dir(dir)?;
+    recover_dir(dir, marker)?;
     let pid = std::process::id();
     let tmp = parent.join(format!(".{name}.tmp-{pid}"));
     let new = parent.join(format!(".{name}.new-{pid}"));
@@ -591,265 +580,6 @@ where
     Ok(())
 }
 
-/// What `checkpoint.json` holds.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckpointInfo {
-    /// Always `"llm-from-scratch-rs training checkpoint"`.
-    pub format: String,
-    pub version: u32,
-    /// The model's shape.
-    pub config: GptConfig,
-    /// AdamW's settings and its step count.
-    pub optimizer: OptimizerInfo,
-    /// Epoch, step, tokens seen and the losses so far.
-    pub history: TrainHistory,
-}
-
-/// AdamW's settings as saved in `checkpoint.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct OptimizerInfo {
-    pub name: String,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub betas: (f64, f64),
-    pub eps: f64,
-    pub step: u64,
-}
-
-const FORMAT: &str = "llm-from-scratch-rs training checkpoint";
-const CHECKPOINT_JSON: &str = "checkpoint.json";
-const RNG_KEY: &str = "rng_state.cpu";
-
-/// Save a training checkpoint into the directory `dir` (see the
-/// [module docs](self)): the model in `vs`, `optimizer`'s state and the
-/// CPU generator's state, and `history`. Crash-safe: `dir` holds either the
-/// previous checkpoint or this one.
-///
-/// ```no_run
-/// # use llm_core::{checkpoint, optim::AdamW, train::TrainHistory, model::{GptConfig, GptModel}};
-/// # use llm_core::tch::{nn, Device};
-/// # let cfg = GptConfig::gpt2_small();
-/// let vs = nn::VarStore::new(Device::Cpu);
-/// let model = GptModel::new(vs.root(), &cfg)?;
-/// let optimizer = AdamW::new(llm_core::optim::named_parameters(&vs, &model.parameters()), 4e-4, 0.1);
-/// // ... train ...
-/// checkpoint::save_training_checkpoint("checkpoints/verdict", &vs, &cfg, &optimizer, &TrainHistory::default())?;
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-pub fn save_training_checkpoint(
-    dir: impl AsRef<Path>,
-    vs: &VarStore,
-    config: &GptConfig,
-    optimizer: &AdamW,
-    history: &TrainHistory,
-) -> Result<(), CheckpointError> {
-    let dir = dir.as_ref();
-    let rng = RngState::capture(Device::Cpu).map_err(|e| format_err(dir, e.to_string()))?;
-    let info = CheckpointInfo {
-        format: FORMAT.to_string(),
-        version: 1,
-        config: *config,
-        optimizer: OptimizerInfo {
-            name: "AdamW".to_string(),
-            lr: optimizer.lr,
-            weight_decay: optimizer.weight_decay,
-            betas: optimizer.betas,
-            eps: optimizer.eps,
-            step: optimizer.step_count(),
-        },
-        history: history.clone(),
-    };
-    write_dir_atomically(dir, |tmp| {
-        let model_path = tmp.join("model.safetensors");
-        vs.save(&model_path).map_err(torch_err(&model_path))?;
-        let opt_path = tmp.join("optimizer.safetensors");
-        let mut tensors: Vec<(String, Tensor)> = optimizer
-            .state_tensors()
-            .into_iter()
-            .map(|(n, t)| (n, t.to_device(Device::Cpu)))
-            .collect();
-        tensors.push((RNG_KEY.to_string(), Tensor::from_slice(&rng.bytes)));
-        Tensor::write_safetensors(&tensors, &opt_path).map_err(torch_err(&opt_path))?;
-        let json_path = tmp.join(CHECKPOINT_JSON);
-        let json =
-            serde_json::to_vec_pretty(&info).map_err(|e| format_err(&json_path, e.to_string()))?;
-        fs::write(&json_path, json).map_err(io_err(&json_path))
-    })
-}
-
-/// The error for a directory without a complete checkpoint.
-fn no_checkpoint(dir: &Path) -> CheckpointError {
-    let message = if dir.is_dir() {
-        "not a complete training checkpoint (checkpoint.json is missing)"
-    } else {
-        "no training checkpoint here"
-    };
-    CheckpointError::Io {
-        path: dir.join(CHECKPOINT_JSON),
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, message),
-    }
-}
-
-/// Read `checkpoint.json` of a training checkpoint: the model config (to
-/// build a model of the right shape before loading) and the history. Like a
-/// load, it first finishes or cleans up what interrupted saves left
-/// ([`recover_checkpoint_dir`]).
-pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, CheckpointError> {
-    let dir = dir.as_ref();
-    recover_checkpoint_dir(dir)?;
-    let path = dir.join(CHECKPOINT_JSON);
-    if !path.is_file() {
-        return Err(no_checkpoint(dir));
-    }
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    let info: CheckpointInfo = serde_json::from_str(crate::data::strip_bom(&text))
-        .map_err(|e| format_err(&path, e.to_string()))?;
-    if info.format != FORMAT {
-        return Err(format_err(
-            &path,
-            format!("format is {:?}, expected {FORMAT:?}", info.format),
-        ));
-    }
-    info.config
-        .validate()
-        .map_err(|e| format_err(&path, format!("config: {e}")))?;
-    Ok(info)
-}
-
-/// Check the config saved in `checkpoint.json` against the weights saved
-/// beside it: the embeddings' shapes, the number of blocks and the query
-/// bias. (The output head is not checked: chapter 6 replaces it.)
-fn check_config_against_weights(
-    config: &GptConfig,
-    tensors: &[(String, Tensor)],
-    json_path: &Path,
-    weights_path: &Path,
-) -> Result<(), CheckpointError> {
-    let mismatch = |what: String| {
-        format_err(
-            json_path,
-            format!(
-                "the saved config does not match the weights in {}: {what}",
-                weights_path.display()
-            ),
-        )
-    };
-    let shape_of = |key: &str| {
-        tensors
-            .iter()
-            .find(|(n, _)| n == key)
-            .map(|(_, t)| t.size())
-    };
-    let expect = [
-        ("tok_emb.weight", vec![config.vocab_size, config.emb_dim]),
-        (
-            "pos_emb.weight",
-            vec![config.context_length, config.emb_dim],
-        ),
-    ];
-    for (key, want) in expect {
-        if let Some(found) = shape_of(key) {
-            if found != want {
-                return Err(mismatch(format!(
-                    "{key} has shape {found:?}, the config gives {want:?}"
-                )));
-            }
-        }
-    }
-    let blocks: std::collections::BTreeSet<i64> = tensors
-        .iter()
-        .filter_map(|(n, _)| {
-            n.strip_prefix("trf_blocks.")?
-                .split('.')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    if !blocks.is_empty() && blocks.len() as i64 != config.n_layers {
-        return Err(mismatch(format!(
-            "{} transformer blocks, the config gives n_layers = {}",
-            blocks.len(),
-            config.n_layers
-        )));
-    }
-    if !blocks.is_empty() {
-        let has_bias = shape_of("trf_blocks.0.att.W_query.bias").is_some();
-        if has_bias != config.qkv_bias {
-            return Err(mismatch(format!(
-                "the weights {} query/key/value biases, the config has qkv_bias = {}",
-                if has_bias { "have" } else { "have no" },
-                config.qkv_bias
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Load a training checkpoint saved by [`save_training_checkpoint`]: the
-/// weights into `vs` (every variable must be there with its shape and
-/// dtype), the moments and step into `optimizer`, and the CPU generator's
-/// state into libtorch. Returns the checkpoint's info; pass its `history` to
-/// [`crate::train::TrainOptions::resume`] to continue training.
-///
-/// Every file is read and checked (the config against the weights, the
-/// weights against `vs`, the optimizer state against `optimizer`, the
-/// generator state) before anything is changed: on an error, the model, the
-/// optimizer and the generator are as they were.
-pub fn load_training_checkpoint(
-    dir: impl AsRef<Path>,
-    vs: &mut VarStore,
-    optimizer: &mut AdamW,
-) -> Result<CheckpointInfo, CheckpointError> {
-    let dir = dir.as_ref();
-    let info = read_checkpoint_info(dir)?;
-    let model_path = dir.join("model.safetensors");
-    let model_tensors = read_tensors(&model_path)?;
-    check_config_against_weights(
-        &info.config,
-        &model_tensors,
-        &dir.join(CHECKPOINT_JSON),
-        &model_path,
-    )?;
-    let pairs = match_varstore(vs, model_tensors, &model_path)?;
-    let opt_path = dir.join("optimizer.safetensors");
-    let mut tensors = read_tensors(&opt_path)?;
-    let rng_at = tensors
-        .iter()
-        .position(|(n, _)| n == RNG_KEY)
-        .ok_or_else(|| format_err(&opt_path, format!("no tensor {RNG_KEY:?}")))?;
-    let (_, rng_tensor) = tensors.swap_remove(rng_at);
-    let expected_len = RngState::capture(Device::Cpu)
-        .map_err(|e| format_err(&opt_path, e.to_string()))?
-        .bytes
-        .len();
-    if rng_tensor.kind() != Kind::Uint8 || rng_tensor.numel() != expected_len {
-        return Err(format_err(
-            &opt_path,
-            format!(
-                "{RNG_KEY:?} is {} of {} elements, expected uint8 of {expected_len} (libtorch's CPU generator state)",
-                dtype_name(rng_tensor.kind()),
-                rng_tensor.numel()
-            ),
-        ));
-    }
-    let bytes = Vec::<u8>::try_from(rng_tensor.flatten(0, -1))
-        .map_err(|e| format_err(&opt_path, e.to_string()))?;
-    // the last check: `load_state` validates every tensor before it changes anything
-    optimizer
-        .load_state(tensors, info.optimizer.step)
-        .map_err(|e| format_err(&opt_path, e.to_string()))?;
-    optimizer.lr = info.optimizer.lr;
-    copy_pairs(&pairs);
-    RngState {
-        device: Device::Cpu,
-        bytes,
-    }
-    .restore()
-    .map_err(|e| format_err(&opt_path, e.to_string()))?;
-    Ok(info)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,7 +610,7 @@ mod tests {
         write_bytes(&path, b"old").unwrap();
         let err = write_atomically(&path, |tmp| {
             fs::write(tmp, b"half").unwrap();
-            Err(CheckpointError::Torch {
+            Err(FileError::Torch {
                 path: tmp.to_path_buf(),
                 message: "interrupted".into(),
             })

@@ -19,7 +19,7 @@
 //! ```
 //!
 //! ```
-//! use llm_core::optim::AdamW;
+//! use llm_core::train::optim::AdamW;
 //! use llm_core::tch::{nn, Device, Kind, Tensor};
 //!
 //! let vs = nn::VarStore::new(Device::Cpu);
@@ -116,7 +116,7 @@ pub struct AdamW {
 }
 
 /// The named trainable tensors of a `VarStore`, in the order of `params`
-/// (e.g. [`crate::model::GptModel::parameters`], which is PyTorch's
+/// (e.g. [`crate::model::gpt::GptModel::parameters`], which is PyTorch's
 /// `model.parameters()` order). Each name is the tensor's name in the store,
 /// such as `trf_blocks.0.att.W_query.weight`; tensors of `params` that are not
 /// in the store are named `param.<i>`.
@@ -155,7 +155,7 @@ impl AdamW {
     /// finite number of 0 or more.
     ///
     /// ```
-    /// use llm_core::optim::AdamW;
+    /// use llm_core::train::optim::AdamW;
     ///
     /// let err = AdamW::try_new(vec![], f64::NAN, 0.1).unwrap_err();
     /// assert_eq!(err.to_string(), "lr = NaN is out of range; accepted: a finite number, 0 or more");
@@ -327,7 +327,7 @@ impl AdamW {
 /// of those norms, and the scale clamped at 1 and applied to every gradient.
 ///
 /// ```
-/// use llm_core::optim::clip_grad_norm;
+/// use llm_core::train::optim::clip_grad_norm;
 /// use llm_core::tch::{Kind, Tensor};
 ///
 /// let w = Tensor::from_slice(&[3.0f32, 4.0]).set_requires_grad(true);

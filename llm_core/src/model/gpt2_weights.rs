@@ -26,11 +26,11 @@
 //! unless every tensor fits.
 //!
 //! GPT-2's activation, `gelu_new`, is the tanh approximation the book's
-//! [`crate::model::gelu`] computes.
+//! [`crate::model::gpt::gelu`] computes.
 //!
 //! ```no_run
-//! use llm_core::gpt2_weights::load_gpt2;
-//! use llm_core::model::generate_text_simple;
+//! use llm_core::model::gpt2_weights::load_gpt2;
+//! use llm_core::model::gpt::generate_text_simple;
 //! use llm_core::tch::{Device, Tensor};
 //!
 //! // a directory holding config.json and model.safetensors (e.g. openai-community/gpt2)
@@ -38,7 +38,7 @@
 //! let idx = Tensor::from_slice(&[6109i64, 3626, 6100, 345]).unsqueeze(0); // "Every effort moves you"
 //! let out = generate_text_simple(&model, &idx, 10, model.cfg.context_length);
 //! assert_eq!(out.size(), [1, 14]);
-//! # Ok::<(), llm_core::gpt2_weights::Gpt2WeightsError>(())
+//! # Ok::<(), llm_core::model::gpt2_weights::Gpt2WeightsError>(())
 //! ```
 
 use std::collections::BTreeMap;
@@ -48,8 +48,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::checkpoint::{self, CheckpointError};
-use crate::model::{GptConfig, GptModel, ModelError};
+use crate::files::{self, io_err, FileError};
+use crate::model::gpt::{GptConfig, GptModel, ModelError};
+use crate::text::tokenizer::GPT2_END_OF_TEXT_ID;
 
 /// The file holding the configuration in a Hugging Face model directory.
 pub const CONFIG_FILE: &str = "config.json";
@@ -60,12 +61,9 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// key and shapes where there is one.
 #[derive(Debug, thiserror::Error)]
 pub enum Gpt2WeightsError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}: not valid JSON: {source}")]
     Json {
         path: PathBuf,
@@ -101,15 +99,6 @@ pub enum Gpt2WeightsError {
     },
     #[error("building the model: {0}")]
     Model(#[from] ModelError),
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Gpt2WeightsError + '_ {
-    move |source| Gpt2WeightsError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
 }
 
 fn config_err(path: &Path, key: &str, message: impl Into<String>) -> Gpt2WeightsError {
@@ -132,7 +121,7 @@ fn config_err(path: &Path, key: &str, message: impl Into<String>) -> Gpt2Weights
 /// other than `4 * n_embd`: the book's model could not reproduce those.
 ///
 /// ```
-/// use llm_core::gpt2_weights::config_from_hf;
+/// use llm_core::model::gpt2_weights::config_from_hf;
 /// use llm_core::serde_json::json;
 ///
 /// let hf = json!({"n_embd": 768, "n_layer": 12, "n_head": 12, "n_positions": 1024,
@@ -140,7 +129,7 @@ fn config_err(path: &Path, key: &str, message: impl Into<String>) -> Gpt2Weights
 /// let cfg = config_from_hf(&hf, "config.json".as_ref())?;
 /// assert_eq!((cfg.emb_dim, cfg.n_layers, cfg.context_length), (768, 12, 1024));
 /// assert!(cfg.qkv_bias && cfg.drop_rate == 0.0);
-/// # Ok::<(), llm_core::gpt2_weights::Gpt2WeightsError>(())
+/// # Ok::<(), llm_core::model::gpt2_weights::Gpt2WeightsError>(())
 /// ```
 pub fn config_from_hf(hf: &Value, path: &Path) -> Result<GptConfig, Gpt2WeightsError> {
     let int = |key: &str| -> Result<i64, Gpt2WeightsError> {
@@ -218,23 +207,23 @@ pub fn read_config(path: impl AsRef<Path>) -> Result<GptConfig, Gpt2WeightsError
 /// `drop_rate`, `tie_word_embeddings` as given).
 ///
 /// ```
-/// use llm_core::gpt2_weights::{config_from_hf, config_to_hf};
-/// use llm_core::model::GptConfig;
+/// use llm_core::model::gpt2_weights::{config_from_hf, config_to_hf};
+/// use llm_core::model::gpt::GptConfig;
 ///
 /// let cfg = GptConfig { qkv_bias: true, drop_rate: 0.0, ..GptConfig::gpt2_small() };
 /// let hf = config_to_hf(&cfg, true);
 /// assert_eq!(hf["n_embd"], 768);
 /// assert_eq!(config_from_hf(&hf, "config.json".as_ref())?, cfg);
-/// # Ok::<(), llm_core::gpt2_weights::Gpt2WeightsError>(())
+/// # Ok::<(), llm_core::model::gpt2_weights::Gpt2WeightsError>(())
 /// ```
 pub fn config_to_hf(cfg: &GptConfig, tie_word_embeddings: bool) -> Value {
     json!({
         "activation_function": "gelu_new",
         "architectures": ["GPT2LMHeadModel"],
         "attn_pdrop": cfg.drop_rate,
-        "bos_token_id": 50256,
+        "bos_token_id": GPT2_END_OF_TEXT_ID,
         "embd_pdrop": cfg.drop_rate,
-        "eos_token_id": 50256,
+        "eos_token_id": GPT2_END_OF_TEXT_ID,
         "initializer_range": 0.02,
         "layer_norm_epsilon": 1e-5,
         "model_type": "gpt2",
@@ -358,8 +347,8 @@ fn is_buffer(key: &str) -> bool {
 /// tensors have no `c_attn.bias` at all.
 ///
 /// ```
-/// use llm_core::gpt2_weights::{gpt2_tensors, load_weights_into_gpt};
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::model::gpt2_weights::{gpt2_tensors, load_weights_into_gpt};
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, Device};
 ///
 /// let cfg = GptConfig { vocab_size: 20, context_length: 8, emb_dim: 8, n_heads: 2, n_layers: 1,
@@ -446,19 +435,20 @@ pub fn load_gpt2_safetensors(
 ) -> Result<(), Gpt2WeightsError> {
     let path = path.as_ref();
     if !path.is_file() {
-        return Err(Gpt2WeightsError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such weights file"),
-        });
+        return Err(io_err(path)(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such weights file",
+        ))
+        .into());
     }
-    let tensors = checkpoint::read_tensors(path)?;
+    let tensors = files::read_tensors(path)?;
     load_weights_into_gpt(model, tensors, path)
 }
 
 /// Build a [`GptModel`] from a Hugging Face GPT-2 directory (`config.json`
 /// and `model.safetensors`) on `device`: the configuration from
 /// [`read_config`] (dropout 0), then the weights. Returns the `VarStore`
-/// holding the variables (for an optimiser or [`crate::checkpoint`]) with
+/// holding the variables (for an optimiser or [`crate::train::checkpoint`]) with
 /// the model.
 ///
 /// Building the model first draws its random initial weights, as the book's
@@ -526,8 +516,8 @@ fn is_tied(model: &GptModel) -> bool {
 /// and [`load_gpt2`] both read it.
 ///
 /// ```no_run
-/// use llm_core::gpt2_weights::{export_gpt2, load_gpt2};
-/// # use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::model::gpt2_weights::{export_gpt2, load_gpt2};
+/// # use llm_core::model::gpt::{GptConfig, GptModel};
 /// # use llm_core::tch::{nn, Device};
 /// # let vs = nn::VarStore::new(Device::Cpu);
 /// # let model = GptModel::new(vs.root(), &GptConfig { qkv_bias: true, ..GptConfig::gpt2_small() })?;
@@ -540,8 +530,8 @@ pub fn export_gpt2(model: &GptModel, dir: impl AsRef<Path>) -> Result<(), Gpt2We
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tensors = gpt2_tensors(model);
     let weights = dir.join(WEIGHTS_FILE);
-    checkpoint::write_atomically(&weights, |tmp| {
-        Tensor::write_safetensors(&tensors, tmp).map_err(|e| CheckpointError::Torch {
+    files::write_atomically(&weights, |tmp| {
+        Tensor::write_safetensors(&tensors, tmp).map_err(|e| FileError::Torch {
             path: weights.clone(),
             message: e.to_string(),
         })
@@ -555,6 +545,6 @@ pub fn export_gpt2(model: &GptModel, dir: impl AsRef<Path>) -> Result<(), Gpt2We
         path: dir.join(CONFIG_FILE),
         source,
     })?;
-    checkpoint::write_bytes(dir.join(CONFIG_FILE), text.as_bytes())?;
+    files::write_bytes(dir.join(CONFIG_FILE), text.as_bytes())?;
     Ok(())
 }

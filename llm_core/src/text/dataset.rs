@@ -9,7 +9,7 @@
 //! `DataLoader` does (the same order after the same `tch::manual_seed`).
 //!
 //! ```
-//! use llm_core::dataset::GptDatasetV1;
+//! use llm_core::text::dataset::GptDatasetV1;
 //!
 //! let ids: Vec<u32> = (10..20).collect();
 //! let dataset = GptDatasetV1::from_ids(&ids, 4, 4)?;
@@ -17,13 +17,13 @@
 //! let (input, target) = dataset.get(1);
 //! assert_eq!(Vec::<i64>::try_from(&input).unwrap(), [14, 15, 16, 17]);
 //! assert_eq!(Vec::<i64>::try_from(&target).unwrap(), [15, 16, 17, 18]);
-//! # Ok::<(), llm_core::dataset::DatasetError>(())
+//! # Ok::<(), llm_core::text::dataset::DatasetError>(())
 //! ```
 
 use tch::Tensor;
 
-use crate::loader::TensorLoader;
-use crate::tokenizer::{Gpt2Tokenizer, Tokenizer, TokenizerError};
+use crate::text::loader::TensorLoader;
+use crate::text::tokenizer::{Gpt2Tokenizer, Tokenizer, TokenizerError};
 
 /// What can go wrong building a data set.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +60,8 @@ impl GptDatasetV1 {
     /// max_length, stride)`).
     ///
     /// ```no_run
-    /// use llm_core::dataset::GptDatasetV1;
-    /// use llm_core::tokenizer::Gpt2Tokenizer;
+    /// use llm_core::text::dataset::GptDatasetV1;
+    /// use llm_core::text::tokenizer::Gpt2Tokenizer;
     ///
     /// let text = llm_core::data::read_to_string("the-verdict.txt")?;
     /// let dataset = GptDatasetV1::new(&text, &Gpt2Tokenizer::gpt2()?, 256, 128)?;
@@ -164,11 +164,11 @@ impl GptDatasetV1 {
 /// return a loader of `batch_size` pairs per batch.
 ///
 /// Each `loader.epoch()` draws from libtorch's global generator exactly as a
-/// `for` loop over the book's `DataLoader` (see [`crate::loader`]), so after
+/// `for` loop over the book's `DataLoader` (see [`crate::text::loader`]), so after
 /// `tch::manual_seed(123)` a shuffled loader gives the book's batches.
 ///
 /// ```no_run
-/// use llm_core::dataset::create_dataloader_v1;
+/// use llm_core::text::dataset::create_dataloader_v1;
 ///
 /// let text = llm_core::data::read_to_string("the-verdict.txt")?;
 /// let loader = create_dataloader_v1(&text, 8, 4, 4, false, true)?;

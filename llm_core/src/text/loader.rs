@@ -16,12 +16,12 @@
 //!    `torch.randperm(n, generator=...)` from that generator.
 //!
 //! Step 1 and the seed in step 2 use libtorch itself; the `randperm` on the
-//! private generator is reproduced here ([`randperm`]) because tch does not
+//! private generator is reproduced in [`crate::rng::randperm`] because tch does not
 //! expose generators. A test checks it against libtorch's `randperm` on the
 //! global generator after `manual_seed`.
 //!
 //! ```
-//! use llm_core::loader::BatchSampler;
+//! use llm_core::text::loader::BatchSampler;
 //!
 //! tch::manual_seed(123);
 //! let sampler = BatchSampler::new(5, 2).shuffle(true).drop_last(true);
@@ -32,88 +32,7 @@
 
 use tch::{Device, Kind, Tensor};
 
-/// The 32-bit Mersenne Twister (MT19937) as PyTorch's `CPUGeneratorImpl`
-/// uses it: seeded from the low 32 bits of a 64-bit seed.
-#[derive(Clone)]
-pub struct Mt19937 {
-    state: [u32; 624],
-    index: usize,
-}
-
-impl Mt19937 {
-    /// A generator as `torch.Generator().manual_seed(seed)` makes it.
-    pub fn new(seed: u64) -> Self {
-        let mut state = [0u32; 624];
-        state[0] = (seed & 0xffff_ffff) as u32;
-        for j in 1..624 {
-            let prev = state[j - 1];
-            state[j] = 1_812_433_253u32
-                .wrapping_mul(prev ^ (prev >> 30))
-                .wrapping_add(j as u32);
-        }
-        Mt19937 { state, index: 624 }
-    }
-
-    fn twist(&mut self) {
-        const UPPER: u32 = 0x8000_0000;
-        const LOWER: u32 = 0x7fff_ffff;
-        const MATRIX_A: u32 = 0x9908_b0df;
-        for i in 0..624 {
-            let y = (self.state[i] & UPPER) | (self.state[(i + 1) % 624] & LOWER);
-            let mut next = self.state[(i + 397) % 624] ^ (y >> 1);
-            if y & 1 != 0 {
-                next ^= MATRIX_A;
-            }
-            self.state[i] = next;
-        }
-        self.index = 0;
-    }
-
-    /// The next 32-bit output.
-    pub fn next_u32(&mut self) -> u32 {
-        if self.index >= 624 {
-            self.twist();
-        }
-        let mut y = self.state[self.index];
-        self.index += 1;
-        y ^= y >> 11;
-        y ^= (y << 7) & 0x9d2c_5680;
-        y ^= (y << 15) & 0xefc6_0000;
-        y ^= y >> 18;
-        y
-    }
-
-    /// The next 64-bit output (two 32-bit draws, high word first), as
-    /// `CPUGeneratorImpl::random64`.
-    pub fn next_u64(&mut self) -> u64 {
-        let hi = self.next_u32() as u64;
-        let lo = self.next_u32() as u64;
-        (hi << 32) | lo
-    }
-}
-
-/// `torch.randperm(n, generator=torch.Generator().manual_seed(seed))` on the CPU.
-pub fn randperm(n: usize, seed: u64) -> Vec<usize> {
-    let mut gen = Mt19937::new(seed);
-    if (n as u64) < (u32::MAX as u64) / 20 {
-        // libtorch's small-n path: a Fisher-Yates shuffle with 32-bit draws
-        let mut r: Vec<usize> = (0..n).collect();
-        for i in 0..n.saturating_sub(1) {
-            let z = (gen.next_u32() as u64 % (n - i) as u64) as usize;
-            r.swap(i, i + z);
-        }
-        r
-    } else {
-        // the "inside-out" variant with 64-bit draws for huge n
-        let mut r = vec![0usize; n];
-        for i in 0..n {
-            let z = (gen.next_u64() % (i as u64 + 1)) as usize;
-            r[i] = r[z];
-            r[z] = i;
-        }
-        r
-    }
-}
+use crate::rng::randperm;
 
 /// One draw of `torch.empty((), dtype=torch.int64).random_()` from libtorch's
 /// global generator (how `DataLoader` and `RandomSampler` draw their seeds).
@@ -318,29 +237,6 @@ impl TensorLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mt19937_matches_the_reference_sequence() {
-        // std::mt19937 seeded with 5489 (the C++ default): the 10000th output is 4123659995
-        let mut g = Mt19937::new(5489);
-        let mut last = 0;
-        for _ in 0..10000 {
-            last = g.next_u32();
-        }
-        assert_eq!(last, 4_123_659_995);
-    }
-
-    #[test]
-    fn randperm_matches_libtorch() {
-        let _rng = crate::rng_lock();
-        for (seed, n) in [(0u64, 1usize), (123, 5), (42, 10), (2024, 97), (7, 1000)] {
-            tch::manual_seed(seed as i64);
-            let expected: Vec<i64> =
-                Vec::try_from(Tensor::randperm(n as i64, (Kind::Int64, Device::Cpu))).unwrap();
-            let ours: Vec<i64> = randperm(n, seed).into_iter().map(|i| i as i64).collect();
-            assert_eq!(ours, expected, "seed {seed}, n {n}");
-        }
-    }
 
     #[test]
     fn same_seed_same_batches_and_generator_state() {

@@ -6,15 +6,15 @@
 //! |---|---|
 //! | 6.5 | [`prepare_for_classification`], [`Trainable`] |
 //! | 6.6 | [`calc_loss_batch`], [`calc_loss_loader`], [`calc_accuracy_loader`] |
-//! | 6.7 | [`train_classifier_simple`], [`ClassifierHistory`] |
+//! | 6.7 | [`train_classifier_simple`] with [`ClassifierOptions`], [`ClassifierHistory`] |
 //! | 6.8 | [`classify_review`] |
 //!
 //! Why the **last** token: with causal attention only the last position has
 //! seen every token of the message, so its output summarises the whole text.
 //!
 //! ```
-//! use llm_core::classifier::{prepare_for_classification, Trainable};
-//! use llm_core::model::{GptConfig, GptModel};
+//! use llm_core::finetune::classifier::{prepare_for_classification, Trainable};
+//! use llm_core::model::gpt::{GptConfig, GptModel};
 //! use llm_core::tch::{self, nn, Device};
 //!
 //! let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 3,
@@ -26,7 +26,7 @@
 //! println!("{counts}");
 //! assert_eq!(model.out_head.ws.size(), [2, 16]);
 //! assert!(counts.trainable < counts.total);
-//! # Ok::<(), llm_core::model::ModelError>(())
+//! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
 
 use std::fmt;
@@ -36,12 +36,12 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{ModuleT, VarStore};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::loader::DataLoader;
-use crate::model::GptModel;
-use crate::optim::AdamW;
+use crate::finetune::spam::PAD_TOKEN_ID;
+use crate::model::gpt::GptModel;
 use crate::progress::Progress;
-use crate::spam::PAD_TOKEN_ID;
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::text::loader::DataLoader;
+use crate::text::tokenizer::{Tokenizer, TokenizerError};
+use crate::train::optim::AdamW;
 
 /// Which layers train during fine-tuning (the rest stay frozen). The book
 /// trains the last transformer block, the final norm and the new head.
@@ -114,9 +114,9 @@ pub fn count_parameters(model: &GptModel) -> ParameterCounts {
 /// The book's model surgery (§6.5): freeze every parameter, replace
 /// `out_head` by a new `Linear(emb_dim, num_classes)` (with bias, PyTorch's
 /// default initialisation, drawn now from libtorch's generator — seed before,
-/// as the book does), then unfreeze what `trainable` says. The new head's
-/// variables are `cls_head.weight` / `cls_head.bias` in `vs`; the language
-/// model head stays in `vs`, frozen and unused.
+/// as the book does), then unfreeze what `trainable` says. As in the book's
+/// `state_dict`, the new head's variables are `out_head.weight` /
+/// `out_head.bias` in `vs`: the language-model head leaves the store.
 pub fn prepare_for_classification(
     vs: &VarStore,
     model: &mut GptModel,
@@ -126,8 +126,18 @@ pub fn prepare_for_classification(
     for p in model.parameters() {
         let _ = p.set_requires_grad(false);
     }
+    {
+        // the language-model head leaves the store, so the new head takes its name
+        let mut variables = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = variables.named_variables.remove("out_head.weight") {
+            let old = old.data_ptr();
+            variables
+                .trainable_variables
+                .retain(|v| v.tensor.data_ptr() != old);
+        }
+    }
     model.out_head =
-        crate::init::linear(vs.root() / "cls_head", model.cfg.emb_dim, num_classes, true);
+        crate::model::init::linear(vs.root() / "out_head", model.cfg.emb_dim, num_classes, true);
     let n = model.trf_blocks.len();
     let blocks = match trainable {
         Trainable::LastBlock => n.saturating_sub(1)..n,
@@ -172,7 +182,7 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
         &target_batch.to_device(device),
         None,
         Reduction::Mean,
-        crate::loss::IGNORE_INDEX,
+        crate::train::loss::IGNORE_INDEX,
         0.0,
     )
 }
@@ -185,7 +195,7 @@ pub fn calc_loss_loader<M: ModuleT + ?Sized, L: DataLoader + ?Sized>(
     device: Device,
     num_batches: Option<usize>,
 ) -> f64 {
-    crate::loss::mean_over_batches(data_loader, num_batches, |x, y| {
+    crate::train::loss::mean_over_batches(data_loader, num_batches, |x, y| {
         calc_loss_batch(x, y, model, device, false).double_value(&[])
     })
 }
@@ -195,8 +205,8 @@ pub fn calc_loss_loader<M: ModuleT + ?Sized, L: DataLoader + ?Sized>(
 /// logits against the labels), without dropout or gradients.
 ///
 /// ```
-/// use llm_core::classifier::calc_accuracy_loader;
-/// use llm_core::loader::TensorLoader;
+/// use llm_core::finetune::classifier::calc_accuracy_loader;
+/// use llm_core::text::loader::TensorLoader;
 /// use llm_core::tch::{nn::Module, Device, Kind, Tensor};
 ///
 /// // a "model" whose last-token logits favour class 1 exactly when the last id is odd
@@ -263,24 +273,62 @@ pub enum ClassifierError {
     },
     #[error("the training loader has no batches")]
     EmptyLoader,
+    /// A setting outside its range (checked before the first step).
+    #[error("{0}")]
+    Setting(String),
+}
+
+/// The knobs of [`train_classifier_simple`] (the book's keyword arguments).
+#[derive(Debug, Clone, Copy)]
+pub struct ClassifierOptions {
+    /// Epochs to train (book: 5).
+    pub num_epochs: usize,
+    /// Evaluate the losses every `eval_freq` steps (book: 50).
+    pub eval_freq: usize,
+    /// Batches per loader in each evaluation and accuracy (book: 5).
+    pub eval_iter: usize,
+    /// Where the batches go (`Device::Cpu` or a GPU).
+    pub device: Device,
+    /// No progress line and no printed evaluations.
+    pub quiet: bool,
+}
+
+impl Default for ClassifierOptions {
+    /// The book's settings (§6.7): 5 epochs, `eval_freq` 50, `eval_iter` 5.
+    fn default() -> Self {
+        ClassifierOptions {
+            num_epochs: 5,
+            eval_freq: 50,
+            eval_iter: 5,
+            device: Device::Cpu,
+            quiet: false,
+        }
+    }
 }
 
 /// The book's `train_classifier_simple` (§6.7): AdamW on the trainable
 /// parameters, loss on the last token, evaluation every `eval_freq` steps
 /// over `eval_iter` batches, training and validation accuracy after each
 /// epoch. Prints the book's lines under a progress line (unless `quiet`).
-#[allow(clippy::too_many_arguments)] // the book's signature
 pub fn train_classifier_simple<T: DataLoader + ?Sized, V: DataLoader + ?Sized>(
     model: &GptModel,
     train_loader: &T,
     val_loader: &V,
     optimizer: &mut AdamW,
-    device: Device,
-    num_epochs: usize,
-    eval_freq: usize,
-    eval_iter: usize,
-    quiet: bool,
+    opts: &ClassifierOptions,
 ) -> Result<ClassifierHistory, ClassifierError> {
+    let ClassifierOptions {
+        num_epochs,
+        eval_freq,
+        eval_iter,
+        device,
+        quiet,
+    } = *opts;
+    if num_epochs == 0 || eval_freq == 0 || eval_iter == 0 {
+        return Err(ClassifierError::Setting(format!(
+            "num_epochs = {num_epochs}, eval_freq = {eval_freq}, eval_iter = {eval_iter}: each must be 1 or more"
+        )));
+    }
     let steps = train_loader.num_batches();
     if steps == 0 {
         return Err(ClassifierError::EmptyLoader);
@@ -298,6 +346,7 @@ pub fn train_classifier_simple<T: DataLoader + ?Sized, V: DataLoader + ?Sized>(
             let loss = calc_loss_batch(&input_batch, &target_batch, model, device, true);
             let value = loss.double_value(&[]);
             if !value.is_finite() {
+                bar.finish();
                 return Err(ClassifierError::NonFinite {
                     loss: value,
                     epoch: epoch + 1,
@@ -308,43 +357,37 @@ pub fn train_classifier_simple<T: DataLoader + ?Sized, V: DataLoader + ?Sized>(
             optimizer.step();
             history.examples_seen += input_batch.size()[0];
             global_step += 1;
-            bar.set("loss", value);
-            if eval_freq > 0 && global_step % eval_freq as i64 == 0 {
+            if global_step % eval_freq as i64 == 0 {
                 let train_loss = calc_loss_loader(train_loader, model, device, Some(eval_iter));
                 let val_loss = calc_loss_loader(val_loader, model, device, Some(eval_iter));
                 history.train_losses.push(train_loss);
                 history.val_losses.push(val_loss);
                 history.track_examples_seen.push(history.examples_seen);
-                if !quiet {
-                    bar.println(&format!(
-                        "Ep {} (Step {global_step:06}): Train loss {train_loss:.3}, Val loss {val_loss:.3}",
-                        epoch + 1
-                    ));
-                }
+                bar.println(&format!(
+                    "Ep {} (Step {global_step:06}): Train loss {train_loss:.3}, Val loss {val_loss:.3}",
+                    epoch + 1
+                ));
             }
+            bar.set("loss", value);
             bar.inc(1);
         }
         let train_accuracy = calc_accuracy_loader(train_loader, model, device, Some(eval_iter));
         let val_accuracy = calc_accuracy_loader(val_loader, model, device, Some(eval_iter));
-        if !quiet {
-            bar.println(&format!(
-                "Training accuracy: {:.2}% | Validation accuracy: {:.2}%",
-                train_accuracy * 100.0,
-                val_accuracy * 100.0
-            ));
-        }
+        bar.println(&format!(
+            "Training accuracy: {:.2}% | Validation accuracy: {:.2}%",
+            train_accuracy * 100.0,
+            val_accuracy * 100.0
+        ));
         history.train_accs.push(train_accuracy);
         history.val_accs.push(val_accuracy);
     }
-    if !quiet {
-        bar.finish();
-    }
+    bar.finish();
     history.train_seconds = started.elapsed().as_secs_f64();
     Ok(history)
 }
 
 /// The book's `classify_review` (§6.8): tokenize `text`, cut it to
-/// `max_length` (and the model's context), pad with 50256 to `max_length`,
+/// `max_length` (and the model's context), pad with [`PAD_TOKEN_ID`] to `max_length`,
 /// and return `"spam"` or `"not spam"` from the last token's logits.
 pub fn classify_review<T: Tokenizer + ?Sized>(
     text: &str,
@@ -366,8 +409,8 @@ pub fn classify_review<T: Tokenizer + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::GptConfig;
-    use crate::optim::named_parameters;
+    use crate::model::gpt::GptConfig;
+    use crate::train::optim::named_parameters;
     use tch::nn;
 
     fn tiny(n_layers: i64) -> (nn::VarStore, GptModel) {
@@ -383,6 +426,19 @@ mod tests {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = GptModel::new(vs.root(), &cfg).unwrap();
         (vs, model)
+    }
+
+    #[test]
+    fn the_new_head_is_saved_as_out_head_as_in_the_book() {
+        let _rng = crate::rng_lock();
+        let (vs, mut model) = tiny(1);
+        prepare_for_classification(&vs, &mut model, 2, Trainable::LastBlock);
+        let vars = vs.variables();
+        assert_eq!(vars["out_head.weight"].size(), [2, 16]);
+        assert_eq!(vars["out_head.bias"].size(), [2]);
+        assert!(vars.keys().all(|k| !k.contains("cls_head")));
+        let in_store: i64 = vars.values().map(|t| t.numel() as i64).sum();
+        assert_eq!(in_store, count_parameters(&model).total);
     }
 
     #[test]
@@ -466,7 +522,7 @@ mod tests {
         tch::manual_seed(3);
         let (vs, mut model) = tiny(1);
         prepare_for_classification(&vs, &mut model, 2, Trainable::LastBlock);
-        let tokenizer = crate::tokenizer::SimpleTokenizerV1::from_text("win cash now hi");
+        let tokenizer = crate::text::tokenizer::SimpleTokenizerV1::from_text("win cash now hi");
         // the vocabulary has 4 tokens; pad id 50256 is outside the tiny model's vocabulary,
         // so pass a max_length equal to the text length (no padding needed)
         let label = classify_review("win cash now", &model, &tokenizer, Device::Cpu, 3).unwrap();

@@ -9,7 +9,7 @@
 //! and then copy into the variable store on its device.
 //!
 //! ```
-//! use llm_core::init;
+//! use llm_core::model::init;
 //! use llm_core::tch::{nn, Device, Kind, Tensor};
 //!
 //! tch::manual_seed(123);

@@ -8,11 +8,11 @@
 //! reads the streamed answer. When no server answers, every call returns
 //! [`JudgeError::Unreachable`], whose message says how to start one — a
 //! notebook prints it and carries on with the offline metrics
-//! ([`crate::metrics`]).
+//! ([`crate::eval::metrics`]).
 //!
 //! ```no_run
-//! use llm_core::instruct::load_instruction_data;
-//! use llm_core::ollama::OllamaJudge;
+//! use llm_core::finetune::instruct::load_instruction_data;
+//! use llm_core::eval::ollama::OllamaJudge;
 //!
 //! let judge = OllamaJudge::new("llama3");
 //! let models = judge.check_if_running()?;           // the models the server has
@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::instruct::{format_input, InstructionEntry};
+use crate::finetune::instruct::{format_input, InstructionEntry};
 
 /// Where Ollama listens unless told otherwise.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:11434";
@@ -304,7 +304,7 @@ pub fn judge_prompt(entry: &InstructionEntry, model_response: &str) -> String {
 /// allowed (as Python's `int()` in the book).
 ///
 /// ```
-/// use llm_core::ollama::parse_score;
+/// use llm_core::eval::ollama::parse_score;
 /// assert_eq!(parse_score(" 85\n"), Some(85));
 /// assert_eq!(parse_score("85/100"), None);
 /// assert_eq!(parse_score("101"), None);

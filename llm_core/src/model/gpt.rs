@@ -11,14 +11,14 @@
 //!
 //! Every variable is created in the order the book's `GPTModel.__init__`
 //! creates it and drawn with PyTorch's default initialisation
-//! ([`crate::init`]), under the book's names (`tok_emb.weight`,
+//! ([`crate::model::init`]), under the book's names (`tok_emb.weight`,
 //! `trf_blocks.0.att.W_query.weight`, `trf_blocks.0.ff.layers.0.bias`,
 //! `final_norm.scale`, `out_head.weight`, …). So after `tch::manual_seed(123)`
 //! the model has the book's weights, and greedy generation gives the book's
 //! tokens:
 //!
 //! ```no_run
-//! use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+//! use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
 //! use llm_core::tch::{self, nn, Device, Tensor};
 //!
 //! let cfg = GptConfig::gpt2_small();
@@ -33,7 +33,7 @@
 //!     Vec::<i64>::try_from(out.get(0)).unwrap(),
 //!     [15496, 11, 314, 716, 27018, 24086, 47843, 30961, 42348, 7267]
 //! );
-//! # Ok::<(), llm_core::model::ModelError>(())
+//! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
 
 use std::borrow::Borrow;
@@ -42,9 +42,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, ModuleT, Path};
 use tch::{Kind, Tensor};
 
-use crate::attention::{AttentionError, Dropout, MultiHeadAttention};
-use crate::init;
-use crate::kv_cache::{KvCache, KvCacheError};
+use crate::model::attention::{AttentionError, Dropout, MultiHeadAttention};
+use crate::model::init;
+use crate::model::kv_cache::{KvCache, KvCacheError};
 
 /// Errors from choosing or building a model, or from input it cannot take.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -83,7 +83,7 @@ pub enum ModelError {
 /// What a token id outside the vocabulary most likely is.
 fn token_id_hint(id: i64) -> &'static str {
     if id < 0 {
-        "token ids are never negative (-100 marks padded targets that the loss ignores: pass the inputs, not the targets)"
+        "token ids are never negative (a negative id such as the loss's ignore index marks a padded target: pass the inputs, not the targets)"
     } else {
         "was the text encoded with another tokenizer, or the model built with a smaller vocab_size?"
     }
@@ -160,7 +160,7 @@ pub trait LanguageModel: ModuleT {
 /// to and from JSON with the book's keys.
 ///
 /// ```
-/// use llm_core::model::GptConfig;
+/// use llm_core::model::gpt::GptConfig;
 ///
 /// let cfg = GptConfig::by_name("gpt2-medium (355M)")?;
 /// assert_eq!((cfg.emb_dim, cfg.n_layers, cfg.n_heads), (1024, 24, 16));
@@ -168,7 +168,7 @@ pub trait LanguageModel: ModuleT {
 /// let cfg = GptConfig { qkv_bias: true, drop_rate: 0.0, ..GptConfig::gpt2_small() };
 /// let json = llm_core::serde_json::to_string(&cfg).unwrap();
 /// assert!(json.contains("\"qkv_bias\":true"));
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct GptConfig {
@@ -278,7 +278,7 @@ impl GptConfig {
     /// before drawing any weight.
     ///
     /// ```
-    /// use llm_core::model::GptConfig;
+    /// use llm_core::model::gpt::GptConfig;
     ///
     /// let bad = GptConfig { drop_rate: 1.5, ..GptConfig::gpt2_small() };
     /// assert_eq!(bad.validate().unwrap_err().to_string(),
@@ -335,7 +335,7 @@ fn linear_parameters(l: &nn::Linear) -> impl Iterator<Item = &Tensor> {
 /// biased variance and `eps = 1e-5`; `scale` starts at ones, `shift` at zeros.
 ///
 /// ```
-/// use llm_core::model::LayerNorm;
+/// use llm_core::model::gpt::LayerNorm;
 /// use llm_core::tch::{nn, nn::Module, Device, Kind, Tensor};
 ///
 /// let vs = nn::VarStore::new(Device::Cpu);
@@ -392,7 +392,7 @@ fn sqrt_2_over_pi() -> f64 {
 /// `0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))`.
 ///
 /// ```
-/// use llm_core::model::gelu;
+/// use llm_core::model::gpt::gelu;
 /// use llm_core::tch::Tensor;
 ///
 /// let y = gelu(&Tensor::from_slice(&[-3.0f32, 0.0, 1.0]));
@@ -455,7 +455,7 @@ impl Module for FeedForward {
 /// (the shortcut connection).
 ///
 /// ```
-/// use llm_core::model::{GptConfig, TransformerBlock};
+/// use llm_core::model::gpt::{GptConfig, TransformerBlock};
 /// use llm_core::tch::{self, nn, nn::ModuleT, Device, Kind, Tensor};
 ///
 /// let cfg = GptConfig { emb_dim: 64, n_heads: 4, context_length: 16, ..GptConfig::gpt2_small() };
@@ -464,7 +464,7 @@ impl Module for FeedForward {
 /// let block = TransformerBlock::new(vs.root(), &cfg)?;
 /// let x = Tensor::rand([2, 4, 64], (Kind::Float, Device::Cpu));
 /// assert_eq!(block.forward_t(&x, false).size(), [2, 4, 64]);
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 #[derive(Debug)]
 pub struct TransformerBlock {
@@ -554,7 +554,7 @@ impl ModuleT for TransformerBlock {
 /// `[batch, num_tokens, vocab_size]`.
 ///
 /// ```
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, nn::ModuleT, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 100, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 2,
@@ -565,7 +565,7 @@ impl ModuleT for TransformerBlock {
 /// let logits = model.forward_t(&Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0), false);
 /// assert_eq!(logits.size(), [1, 3, 100]);
 /// assert_eq!(model.num_parameters(), cfg.num_parameters());
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 ///
 /// # Panics
@@ -654,7 +654,7 @@ impl GptModel {
     /// `context_length` of them.
     ///
     /// ```
-    /// use llm_core::model::{GptConfig, GptModel};
+    /// use llm_core::model::gpt::{GptConfig, GptModel};
     /// use llm_core::tch::{nn, Device, Tensor};
     ///
     /// let cfg = GptConfig { vocab_size: 100, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -663,7 +663,7 @@ impl GptModel {
     /// let model = GptModel::new(vs.root(), &cfg)?;
     /// let err = model.try_forward(&Tensor::from_slice(&[1i64, 100]).unsqueeze(0), false).unwrap_err();
     /// assert!(err.to_string().starts_with("token id 100 is outside the vocabulary (ids are 0 to 99)"));
-    /// # Ok::<(), llm_core::model::ModelError>(())
+    /// # Ok::<(), llm_core::model::gpt::ModelError>(())
     /// ```
     pub fn try_forward(&self, in_idx: &Tensor, train: bool) -> Result<Tensor, ModelError> {
         check_token_ids(in_idx, self.cfg.vocab_size, self.cfg.context_length)?;
@@ -784,7 +784,7 @@ impl LanguageModel for GptModel {
 /// num_tokens + max_new_tokens]`.
 ///
 /// ```
-/// use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+/// use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 4, emb_dim: 8, n_heads: 2, n_layers: 1,
@@ -795,13 +795,13 @@ impl LanguageModel for GptModel {
 /// let idx = Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0);
 /// let out = generate_text_simple(&model, &idx, 5, cfg.context_length); // crops to 4 tokens
 /// assert_eq!(out.size(), [1, 8]);
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 ///
 /// # Panics
 /// On a prompt or sizes it cannot take (an empty or 1-D prompt, ids outside
 /// the vocabulary, `context_size` above the model's), with the message of
-/// [`crate::generate::try_generate_text_simple`], which returns the error
+/// [`try_generate_text_simple`], which returns the error
 /// instead.
 pub fn generate_text_simple<M: LanguageModel + ?Sized>(
     model: &M,
@@ -809,8 +809,88 @@ pub fn generate_text_simple<M: LanguageModel + ?Sized>(
     max_new_tokens: i64,
     context_size: i64,
 ) -> Tensor {
-    crate::generate::try_generate_text_simple(model, idx, max_new_tokens, context_size)
+    try_generate_text_simple(model, idx, max_new_tokens, context_size)
         .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`generate_text_simple`] (greedy decoding, §4.7), checking the prompt,
+/// `max_new_tokens` and `context_size` first (as
+/// [`crate::model::generate::try_generate`] does).
+pub fn try_generate_text_simple<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+) -> Result<Tensor, GenerateError> {
+    check_prompt(model, idx, max_new_tokens, context_size)?;
+    Ok(generate_text_simple_unchecked(
+        model,
+        idx,
+        max_new_tokens,
+        context_size,
+    ))
+}
+
+/// Settings or a prompt that generation cannot take; each names the
+/// accepted range.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GenerateError {
+    /// A setting outside its range.
+    #[error("{name} = {value} is out of range; accepted: {accepted}")]
+    Setting {
+        name: &'static str,
+        value: String,
+        accepted: String,
+    },
+    /// An empty prompt.
+    #[error("the prompt is empty: generation needs at least one token to start from")]
+    EmptyPrompt,
+    /// The model's logits became NaN (its weights have diverged).
+    #[error("the model's logits contain NaN at new token {step}: its weights have diverged (NaN); retrain or reload them")]
+    NanLogits { step: i64 },
+    /// The prompt or the model rejected the input.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+pub(crate) fn setting(
+    name: &'static str,
+    value: impl ToString,
+    accepted: impl Into<String>,
+) -> GenerateError {
+    GenerateError::Setting {
+        name,
+        value: value.to_string(),
+        accepted: accepted.into(),
+    }
+}
+
+/// The checks `generate` and `generate_text_simple` share: a `[batch,
+/// num_tokens]` prompt of valid ids, and `context_size` within the model's.
+pub(crate) fn check_prompt<M: LanguageModel + ?Sized>(
+    model: &M,
+    idx: &Tensor,
+    max_new_tokens: i64,
+    context_size: i64,
+) -> Result<(), GenerateError> {
+    let context_length = model.context_length();
+    if !(1..=context_length).contains(&context_size) {
+        return Err(setting(
+            "context_size",
+            context_size,
+            format!("1 to the model's context length {context_length}"),
+        ));
+    }
+    if max_new_tokens < 0 {
+        return Err(setting("max_new_tokens", max_new_tokens, "0 or more"));
+    }
+    if idx.numel() == 0 {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    // the model sees at most the last `context_size` tokens, so only the
+    // ids matter here, not the prompt's length
+    check_token_ids(idx, model.vocab_size(), i64::MAX)?;
+    Ok(())
 }
 
 /// The book's loop of [`generate_text_simple`], without the checks.

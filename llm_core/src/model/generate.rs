@@ -9,8 +9,8 @@
 //! batch.
 //!
 //! ```
-//! use llm_core::generate::generate;
-//! use llm_core::model::{GptConfig, GptModel};
+//! use llm_core::model::generate::generate;
+//! use llm_core::model::gpt::{GptConfig, GptModel};
 //! use llm_core::tch::{self, nn, Device, Tensor};
 //!
 //! let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -23,44 +23,15 @@
 //! tch::manual_seed(123);
 //! let out = generate(&model, &idx, 5, cfg.context_length, 1.4, Some(25), None);
 //! assert_eq!(out.size(), [1, 8]);
-//! # Ok::<(), llm_core::model::ModelError>(())
+//! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
 
 use tch::{Kind, Tensor};
 
-use crate::kv_cache::KvCache;
-use crate::model::{check_token_ids, LanguageModel, ModelError};
-use crate::tokenizer::{self, Tokenizer, TokenizerError};
-
-/// Settings or a prompt that generation cannot take; each names the
-/// accepted range.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum GenerateError {
-    /// A setting outside its range.
-    #[error("{name} = {value} is out of range; accepted: {accepted}")]
-    Setting {
-        name: &'static str,
-        value: String,
-        accepted: String,
-    },
-    /// An empty prompt.
-    #[error("the prompt is empty: generation needs at least one token to start from")]
-    EmptyPrompt,
-    /// The model's logits became NaN (its weights have diverged).
-    #[error("the model's logits contain NaN at new token {step}: its weights have diverged (NaN); retrain or reload them")]
-    NanLogits { step: i64 },
-    /// The prompt or the model rejected the input.
-    #[error(transparent)]
-    Model(#[from] ModelError),
-}
-
-fn setting(name: &'static str, value: impl ToString, accepted: impl Into<String>) -> GenerateError {
-    GenerateError::Setting {
-        name,
-        value: value.to_string(),
-        accepted: accepted.into(),
-    }
-}
+use crate::model::gpt::{check_prompt, setting, LanguageModel, ModelError};
+pub use crate::model::gpt::{try_generate_text_simple, GenerateError};
+use crate::model::kv_cache::KvCache;
+use crate::text::tokenizer::{self, Tokenizer, TokenizerError};
 
 /// The sampling settings: `temperature` 0 or positive and finite, `top_k`
 /// and `eos_id` within the vocabulary.
@@ -114,46 +85,18 @@ fn next_token(
     })
 }
 
-/// The checks `generate` and `generate_text_simple` share: a `[batch,
-/// num_tokens]` prompt of valid ids, and `context_size` within the model's.
-fn check_prompt<M: LanguageModel + ?Sized>(
-    model: &M,
-    idx: &Tensor,
-    max_new_tokens: i64,
-    context_size: i64,
-) -> Result<(), GenerateError> {
-    let context_length = model.context_length();
-    if !(1..=context_length).contains(&context_size) {
-        return Err(setting(
-            "context_size",
-            context_size,
-            format!("1 to the model's context length {context_length}"),
-        ));
-    }
-    if max_new_tokens < 0 {
-        return Err(setting("max_new_tokens", max_new_tokens, "0 or more"));
-    }
-    if idx.numel() == 0 {
-        return Err(GenerateError::EmptyPrompt);
-    }
-    // the model sees at most the last `context_size` tokens, so only the
-    // ids matter here, not the prompt's length
-    check_token_ids(idx, model.vocab_size(), i64::MAX)?;
-    Ok(())
-}
-
 /// The book's `text_to_token_ids` (§5.1.1): encode `text` and return the ids
 /// as a `[1, num_tokens]` tensor (a batch of one), ready for the model.
 ///
 /// ```
-/// use llm_core::generate::{text_to_token_ids, token_ids_to_text};
-/// use llm_core::tokenizer::SimpleTokenizerV1;
+/// use llm_core::model::generate::{text_to_token_ids, token_ids_to_text};
+/// use llm_core::text::tokenizer::SimpleTokenizerV1;
 ///
 /// let tokenizer = SimpleTokenizerV1::from_text("Every effort moves you.");
 /// let ids = text_to_token_ids("Every effort moves you", &tokenizer)?;
 /// assert_eq!(ids.size(), [1, 4]);
 /// assert_eq!(token_ids_to_text(&ids, &tokenizer)?, "Every effort moves you");
-/// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+/// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 /// ```
 pub fn text_to_token_ids<T: Tokenizer + ?Sized>(
     text: &str,
@@ -192,7 +135,7 @@ pub fn token_ids_to_text<T: Tokenizer + ?Sized>(
 /// as `torch.topk` raises; [`try_top_k_filter`] returns the error instead.
 ///
 /// ```
-/// use llm_core::generate::top_k_filter;
+/// use llm_core::model::generate::top_k_filter;
 /// use llm_core::tch::Tensor;
 ///
 /// let logits = Tensor::from_slice(&[4.51f32, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]);
@@ -263,7 +206,7 @@ fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
 /// from `softmax(logits / temperature)` with libtorch's `multinomial` (the
 /// call PyTorch's `torch.multinomial` makes, so after the same
 /// `manual_seed` the same tokens come out as in the book); otherwise it is
-/// the argmax (greedy decoding, as [`crate::model::generate_text_simple`]).
+/// the argmax (greedy decoding, as [`crate::model::gpt::generate_text_simple`]).
 ///
 /// With `eos_id`, generation stops before appending a token equal to it
 /// (the end-of-text token is not appended). With a batch of several rows it
@@ -272,12 +215,12 @@ fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
 ///
 /// Every step runs the model over the whole (cropped) sequence again: the
 /// book's loop, kept for teaching and as the oracle. [`generate_cached`]
-/// draws the same tokens through a KV cache ([`crate::kv_cache`]), feeding
+/// draws the same tokens through a KV cache ([`crate::model::kv_cache`]), feeding
 /// only the newest token at each step.
 ///
 /// ```
-/// use llm_core::generate::generate;
-/// use llm_core::model::{generate_text_simple, GptConfig, GptModel};
+/// use llm_core::model::generate::generate;
+/// use llm_core::model::gpt::{generate_text_simple, GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -289,7 +232,7 @@ fn temperature_softmax(logits: &Tensor, temperature: f64) -> Tensor {
 /// // temperature 0 without top-k is greedy decoding
 /// let greedy = generate(&model, &idx, 6, 8, 0.0, None, None);
 /// assert!(greedy.equal(&generate_text_simple(&model, &idx, 6, 8)));
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 ///
 /// # Panics
@@ -329,8 +272,8 @@ pub fn generate<M: LanguageModel + ?Sized>(
 /// | `eos_id` | an id in `0..vocab_size` |
 ///
 /// ```
-/// use llm_core::generate::try_generate;
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::model::generate::try_generate;
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{nn, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -341,7 +284,7 @@ pub fn generate<M: LanguageModel + ?Sized>(
 /// let err = try_generate(&model, &idx, 5, 8, -1.0, None, None).unwrap_err();
 /// assert_eq!(err.to_string(),
 ///            "temperature = -1 is out of range; accepted: 0 (greedy) or a positive finite number");
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 pub fn try_generate<M: LanguageModel + ?Sized>(
     model: &M,
@@ -382,9 +325,9 @@ pub fn try_generate<M: LanguageModel + ?Sized>(
 /// fits). `cache` is reset first; any [`KvCache`] kind works.
 ///
 /// ```
-/// use llm_core::generate::{generate, try_generate_cached};
-/// use llm_core::kv_cache::KvCache;
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::model::generate::{generate, try_generate_cached};
+/// use llm_core::model::kv_cache::KvCache;
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 16, emb_dim: 16, n_heads: 2, n_layers: 2,
@@ -481,7 +424,7 @@ pub fn generate_cached<M: LanguageModel + ?Sized>(
 
 /// Greedy decoding through a KV cache (the book's `generate_text_simple`
 /// with `use_cache=True`): the same tokens as
-/// [`crate::model::generate_text_simple`] while the sequence fits in the
+/// [`crate::model::gpt::generate_text_simple`] while the sequence fits in the
 /// model's context.
 ///
 /// # Panics
@@ -504,9 +447,9 @@ pub fn generate_text_simple_cached<M: LanguageModel + ?Sized>(
 /// `max_new_tokens`. Returns each prompt followed by its new tokens.
 ///
 /// ```
-/// use llm_core::generate::{generate_batched, generate_text_simple_cached};
-/// use llm_core::kv_cache::KvCache;
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::model::generate::{generate_batched, generate_text_simple_cached};
+/// use llm_core::model::kv_cache::KvCache;
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 16, emb_dim: 16, n_heads: 2, n_layers: 2,
@@ -618,22 +561,4 @@ pub fn generate_batched<M: LanguageModel + ?Sized>(
         })?;
     }
     Ok(rows)
-}
-
-/// [`crate::model::generate_text_simple`] (greedy decoding, §4.7), checking
-/// the prompt, `max_new_tokens` and `context_size` first as
-/// [`try_generate`] does.
-pub fn try_generate_text_simple<M: LanguageModel + ?Sized>(
-    model: &M,
-    idx: &Tensor,
-    max_new_tokens: i64,
-    context_size: i64,
-) -> Result<Tensor, GenerateError> {
-    check_prompt(model, idx, max_new_tokens, context_size)?;
-    Ok(crate::model::generate_text_simple_unchecked(
-        model,
-        idx,
-        max_new_tokens,
-        context_size,
-    ))
 }

@@ -2,8 +2,8 @@
 //!
 //! | book (§) | here |
 //! |---|---|
-//! | 5.2 | [`train_model_simple`], [`evaluate_model`], [`generate_and_print_sample`] |
-//! | D.1–D.3 | [`LrSchedule`] (linear warm-up, cosine decay), gradient clipping ([`crate::optim::clip_grad_norm`]) |
+//! | 5.2 | [`train_model_simple`] (its step: [`train_step`]), [`evaluate_model`], [`generate_sample`] |
+//! | D.1–D.3 | [`LrSchedule`] (linear warm-up, cosine decay), gradient clipping ([`crate::train::optim::clip_grad_norm`]) |
 //! | D.4 | [`train_model`] |
 //!
 //! Both loops make the book's calls in the book's order — zero the
@@ -19,16 +19,16 @@
 //! on from such a checkpoint exactly as if it had never stopped.
 //!
 //! ```
-//! use llm_core::dataset::GptDatasetV1;
-//! use llm_core::model::{GptConfig, GptModel};
-//! use llm_core::optim::{named_parameters, AdamW};
-//! use llm_core::tokenizer::SimpleTokenizerV1;
-//! use llm_core::train::{train_model_simple, TrainOptions};
+//! use llm_core::text::dataset::GptDatasetV1;
+//! use llm_core::model::gpt::{GptConfig, GptModel};
+//! use llm_core::train::optim::{named_parameters, AdamW};
+//! use llm_core::text::tokenizer::SimpleTokenizerV1;
+//! use llm_core::train::pretrain::{train_model_simple, TrainOptions};
 //! use llm_core::tch::{self, nn, Device};
 //!
 //! let text = "the cat sat on the mat and the dog sat on the log ".repeat(8);
 //! let tokenizer = SimpleTokenizerV1::from_text(&text);
-//! let ids = llm_core::tokenizer::Tokenizer::encode(&tokenizer, &text)?;
+//! let ids = llm_core::text::tokenizer::Tokenizer::encode(&tokenizer, &text)?;
 //! let cfg = GptConfig { vocab_size: 10, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
 //!                       drop_rate: 0.0, qkv_bias: false };
 //! tch::manual_seed(123);
@@ -46,21 +46,22 @@
 //! ```
 
 use std::f64::consts::PI;
-use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
-use tch::Device;
+use tch::{Device, Tensor};
 
-use crate::checkpoint::{self, CheckpointError};
-use crate::generate::{text_to_token_ids, token_ids_to_text};
-use crate::loader::DataLoader;
-use crate::loss::{calc_loss_batch, calc_loss_loader};
-use crate::model::{generate_text_simple, GptModel};
-use crate::optim::{clip_grad_norm, AdamW};
+use crate::files::FileError;
+use crate::model::generate::{text_to_token_ids, token_ids_to_text};
+use crate::model::gpt::{generate_text_simple, GptModel};
 use crate::progress::Progress;
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::text::loader::DataLoader;
+use crate::text::tokenizer::{Tokenizer, TokenizerError};
+use crate::train::checkpoint;
+pub use crate::train::history::TrainHistory;
+use crate::train::loss::{calc_loss_batch, calc_loss_loader};
+use crate::train::optim::{clip_grad_norm, AdamW};
 
 /// Why a training run stopped early.
 #[derive(Debug, thiserror::Error)]
@@ -87,113 +88,7 @@ pub enum TrainError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-}
-
-/// Everything a training run records, for plots and for resuming.
-///
-/// `train_losses`, `val_losses`, `track_tokens_seen` and `eval_steps` have one
-/// entry per evaluation; `track_lrs` one per step; `samples` one per epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainHistory {
-    pub train_losses: Vec<f64>,
-    pub val_losses: Vec<f64>,
-    pub track_tokens_seen: Vec<i64>,
-    /// The global step of each evaluation.
-    pub eval_steps: Vec<i64>,
-    /// The learning rate of each step.
-    pub track_lrs: Vec<f64>,
-    /// The greedy sample generated after each epoch.
-    pub samples: Vec<String>,
-    /// `(global step, sample)` every [`TrainOptions::sample_every`] steps.
-    #[serde(default)]
-    pub step_samples: Vec<(i64, String)>,
-    /// Epochs finished so far.
-    pub epochs_completed: usize,
-    /// The last step taken, counted from 0 (−1 before the first).
-    pub global_step: i64,
-    /// Input tokens trained on so far.
-    pub tokens_seen: i64,
-    /// Steps in one epoch (to place evaluations on an epochs axis).
-    pub steps_per_epoch: usize,
-    /// Seconds spent training (summed over resumed runs).
-    pub train_seconds: f64,
-}
-
-impl Default for TrainHistory {
-    /// A history before the first step (`global_step = -1`, as the book).
-    fn default() -> Self {
-        TrainHistory {
-            train_losses: Vec::new(),
-            val_losses: Vec::new(),
-            track_tokens_seen: Vec::new(),
-            eval_steps: Vec::new(),
-            track_lrs: Vec::new(),
-            samples: Vec::new(),
-            step_samples: Vec::new(),
-            epochs_completed: 0,
-            global_step: -1,
-            tokens_seen: 0,
-            steps_per_epoch: 0,
-            train_seconds: 0.0,
-        }
-    }
-}
-
-impl TrainHistory {
-    /// A history before the first step (`global_step = -1`, as the book).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// The epoch (fractional) at which each evaluation happened, for the
-    /// x-axis of the book's loss plot: evaluation after step `s` sits at
-    /// `(s + 1) / steps_per_epoch`.
-    pub fn epochs_seen(&self) -> Vec<f64> {
-        let per = self.steps_per_epoch.max(1) as f64;
-        self.eval_steps
-            .iter()
-            .map(|&s| (s + 1) as f64 / per)
-            .collect()
-    }
-
-    /// The book's loss plot of this history: losses against epochs, with
-    /// the tokens seen on the top axis.
-    pub fn loss_plot(&self) -> crate::plot::LineChart {
-        let tokens: Vec<f64> = self.track_tokens_seen.iter().map(|&t| t as f64).collect();
-        crate::plot::loss_plot(
-            &self.epochs_seen(),
-            &tokens,
-            &self.train_losses,
-            &self.val_losses,
-        )
-    }
-
-    /// Tokens per second over the whole run.
-    pub fn tokens_per_second(&self) -> f64 {
-        if self.train_seconds > 0.0 {
-            self.tokens_seen as f64 / self.train_seconds
-        } else {
-            0.0
-        }
-    }
-}
-
-impl fmt::Display for TrainHistory {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} epochs, {} steps, {} tokens in {}",
-            self.epochs_completed,
-            self.global_step + 1,
-            self.tokens_seen,
-            crate::progress::format_duration(self.train_seconds)
-        )?;
-        if let (Some(t), Some(v)) = (self.train_losses.last(), self.val_losses.last()) {
-            write!(f, "; last evaluation: train loss {t:.3}, val loss {v:.3}")?;
-        }
-        Ok(())
-    }
+    Checkpoint(#[from] FileError),
 }
 
 /// Where to save a checkpoint after every epoch.
@@ -269,7 +164,7 @@ impl LrSchedule {
     /// the book does.
     ///
     /// ```
-    /// use llm_core::train::LrSchedule;
+    /// use llm_core::train::pretrain::LrSchedule;
     ///
     /// let s = LrSchedule { initial_lr: 1e-5, peak_lr: 5e-4, min_lr: 1e-5, warmup_steps: 27,
     ///                      total_steps: 135, max_norm: Some(1.0) };
@@ -314,10 +209,12 @@ pub fn evaluate_model<T: DataLoader + ?Sized, V: DataLoader + ?Sized>(
     (train_loss, val_loss)
 }
 
-/// The book's `generate_and_print_sample` without the print: greedy
-/// decoding of `max_new_tokens` tokens after `start_context`, decoded, with
-/// newlines shown as spaces (the book prints it on one line).
-pub fn generate_and_print_sample<T: Tokenizer + ?Sized>(
+/// The sample of the book's `generate_and_print_sample`, returned instead
+/// of printed (the loop prints it under the progress line and keeps it in
+/// the history): greedy decoding of `max_new_tokens` tokens after
+/// `start_context`, decoded, with newlines shown as spaces (the book prints
+/// it on one line).
+pub fn generate_sample<T: Tokenizer + ?Sized>(
     model: &GptModel,
     tokenizer: &T,
     device: Device,
@@ -327,6 +224,60 @@ pub fn generate_and_print_sample<T: Tokenizer + ?Sized>(
     let encoded = text_to_token_ids(start_context, tokenizer)?.to_device(device);
     let token_ids = generate_text_simple(model, &encoded, max_new_tokens, model.cfg.context_length);
     Ok(token_ids_to_text(&token_ids, tokenizer)?.replace('\n', " "))
+}
+
+/// One step of the book's loop (§5.2): zero the gradients, the loss of
+/// one batch, backward, (clip the gradients to `max_norm`,) the AdamW step.
+/// Returns the batch's loss, or `Err(loss)` when the loss is NaN or
+/// infinite — checked before `backward`, so such a loss never reaches the
+/// weights.
+///
+/// ```
+/// use llm_core::model::gpt::{GptConfig, GptModel};
+/// use llm_core::train::optim::{named_parameters, AdamW};
+/// use llm_core::train::pretrain::train_step;
+/// use llm_core::tch::{nn, Device, Kind, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 10, context_length: 4, emb_dim: 8, n_heads: 2, n_layers: 1,
+///                       drop_rate: 0.0, qkv_bias: false };
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let mut optimizer = AdamW::new(named_parameters(&vs, &model.parameters()), 1e-2, 0.1);
+/// let inputs = Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]);
+/// let targets = Tensor::from_slice(&[2i64, 3, 4, 5]).view([1, 4]);
+/// let first = train_step(&model, &mut optimizer, &inputs, &targets, Device::Cpu, None).unwrap();
+/// let later = (0..20)
+///     .map(|_| train_step(&model, &mut optimizer, &inputs, &targets, Device::Cpu, None).unwrap())
+///     .last()
+///     .unwrap();
+/// assert!(later < first);
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
+/// ```
+pub fn train_step(
+    model: &GptModel,
+    optimizer: &mut AdamW,
+    input_batch: &Tensor,
+    target_batch: &Tensor,
+    device: Device,
+    max_norm: Option<f64>,
+) -> Result<f64, f64> {
+    optimizer.zero_grad();
+    let loss = calc_loss_batch(input_batch, target_batch, model, device, true);
+    let loss_value = loss.double_value(&[]);
+    if !loss_value.is_finite() {
+        return Err(loss_value);
+    }
+    loss.backward();
+    if let Some(max_norm) = max_norm {
+        let params: Vec<Tensor> = optimizer
+            .params()
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect();
+        clip_grad_norm(&params.iter().collect::<Vec<_>>(), max_norm);
+    }
+    optimizer.step();
+    Ok(loss_value)
 }
 
 /// The book's `train_model_simple` (§5.2): AdamW at a fixed learning rate.
@@ -479,100 +430,90 @@ where
     }
     let started = std::time::Instant::now();
     let seconds_before = history.train_seconds;
-    let params: Vec<_> = optimizer
-        .params()
-        .iter()
-        .map(|(_, t)| t.shallow_clone())
-        .collect();
-    let param_refs: Vec<&tch::Tensor> = params.iter().collect();
 
+    // the book's loop (§5.2; appendix D adds the schedule and the clipping)
     for epoch in first_epoch..opts.num_epochs {
         for (step, (input_batch, target_batch)) in train_loader.batches().into_iter().enumerate() {
-            optimizer.zero_grad();
             history.global_step += 1;
             let global_step = history.global_step;
             if let Some(s) = schedule {
                 optimizer.lr = s.lr_at(global_step as usize);
                 history.track_lrs.push(optimizer.lr);
             }
-            let loss = calc_loss_batch(&input_batch, &target_batch, model, opts.device, true);
-            let loss_value = loss.double_value(&[]);
-            if !loss_value.is_finite() {
-                if !opts.quiet {
-                    bar.finish();
-                }
-                return Err(TrainError::NonFinite {
-                    loss: loss_value,
+            let max_norm = schedule
+                .filter(|s| s.clips_at(global_step as usize))
+                .and_then(|s| s.max_norm);
+            let loss = train_step(
+                model,
+                optimizer,
+                &input_batch,
+                &target_batch,
+                opts.device,
+                max_norm,
+            )
+            .map_err(|loss| {
+                bar.finish();
+                TrainError::NonFinite {
+                    loss,
                     epoch: epoch + 1,
                     step,
                     global_step,
                     lr: optimizer.lr,
-                });
-            }
-            loss.backward();
-            if let Some(max_norm) = schedule
-                .filter(|s| s.clips_at(global_step as usize))
-                .and_then(|s| s.max_norm)
-            {
-                clip_grad_norm(&param_refs, max_norm);
-            }
-            optimizer.step();
-            let n = input_batch.numel() as i64;
-            history.tokens_seen += n;
-            bar.add_tokens(n as u64);
-            bar.set("loss", loss_value);
-            if schedule.is_some() {
-                bar.set("lr", optimizer.lr);
-            }
-            if opts.eval_freq > 0 && global_step % opts.eval_freq as i64 == 0 {
+                }
+            })?;
+            history.tokens_seen += input_batch.numel() as i64;
+
+            if global_step % opts.eval_freq as i64 == 0 {
                 let (train_loss, val_loss) =
                     evaluate_model(model, train_loader, val_loader, opts.device, opts.eval_iter);
                 history.train_losses.push(train_loss);
                 history.val_losses.push(val_loss);
                 history.track_tokens_seen.push(history.tokens_seen);
                 history.eval_steps.push(global_step);
-                if !opts.quiet {
-                    bar.println(&format!(
+                bar.println(&format!(
                         "Ep {} (Step {global_step:06}): Train loss {train_loss:.3}, Val loss {val_loss:.3}",
                         epoch + 1
-                    ));
-                }
+                    ),
+                );
+            }
+
+            // beyond the book: the progress line and samples within an epoch
+            bar.add_tokens(input_batch.numel() as u64);
+            bar.set("loss", loss);
+            if schedule.is_some() {
+                bar.set("lr", optimizer.lr);
             }
             if opts.sample_every > 0 && (global_step + 1) % opts.sample_every as i64 == 0 {
-                let sample = generate_and_print_sample(
+                let sample = generate_sample(
                     model,
                     tokenizer,
                     opts.device,
                     opts.start_context,
                     opts.sample_tokens,
                 )?;
-                if !opts.quiet {
-                    bar.println(&format!("[step {}] {sample}", global_step + 1));
-                }
+                bar.println(&format!("[step {}] {sample}", global_step + 1));
                 history.step_samples.push((global_step + 1, sample));
             }
             bar.inc(1);
         }
-        let sample = generate_and_print_sample(
+        let sample = generate_sample(
             model,
             tokenizer,
             opts.device,
             opts.start_context,
             opts.sample_tokens,
         )?;
-        if !opts.quiet {
-            bar.println(&sample);
-        }
+        bar.println(&sample);
         history.samples.push(sample);
+
+        // beyond the book: a checkpoint after every epoch
         history.epochs_completed = epoch + 1;
         history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
         if let Some(c) = &opts.checkpoint {
             checkpoint::save_training_checkpoint(&c.dir, c.vs, &model.cfg, optimizer, &history)?;
         }
     }
-    if !opts.quiet {
-        bar.finish();
-    }
+    bar.finish();
     history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
     Ok(history)
 }

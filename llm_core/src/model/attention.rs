@@ -11,12 +11,12 @@
 //! | — | [`MhaSdpa`] | the same computation through libtorch's fused kernel |
 //!
 //! Every layer draws its initial weights from libtorch's global generator in
-//! the order the book's PyTorch modules do (through [`crate::init`]), and the
+//! the order the book's PyTorch modules do (through [`crate::model::init`]), and the
 //! variables are named as the book's modules name them (`W_query.weight`,
 //! `out_proj.bias`, …), so `tch::manual_seed(123)` gives the book's numbers:
 //!
 //! ```
-//! use llm_core::attention::{inputs_your_journey, SelfAttentionV1};
+//! use llm_core::model::attention::{inputs_your_journey, SelfAttentionV1};
 //! use llm_core::tch::{self, nn, nn::Module, Device};
 //!
 //! tch::manual_seed(123);
@@ -40,8 +40,8 @@ use std::borrow::Borrow;
 use tch::nn::{self, Module, ModuleT, Path};
 use tch::{Device, Kind, Tensor};
 
-use crate::init;
-use crate::kv_cache::KvCache;
+use crate::model::init;
+use crate::model::kv_cache::KvCache;
 
 /// Errors from building an attention layer with inconsistent sizes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -65,7 +65,7 @@ pub fn check_dropout(p: f64) -> Result<f64, AttentionError> {
 /// step" (§3.3), shape `[6, 3]`.
 ///
 /// ```
-/// let inputs = llm_core::attention::inputs_your_journey();
+/// let inputs = llm_core::model::attention::inputs_your_journey();
 /// assert_eq!(inputs.size(), [6, 3]);
 /// ```
 pub fn inputs_your_journey() -> Tensor {
@@ -125,7 +125,7 @@ impl ModuleT for Dropout {
 /// the same shape.
 ///
 /// ```
-/// use llm_core::attention::{inputs_your_journey, simplified_attention};
+/// use llm_core::model::attention::{inputs_your_journey, simplified_attention};
 ///
 /// let context = simplified_attention(&inputs_your_journey());
 /// // book §3.3.2: the second context vector is [0.4419, 0.6515, 0.5683]
@@ -215,7 +215,7 @@ impl Module for SelfAttentionV1 {
 /// when `qkv_bias`), PyTorch's default `nn.Linear` initialisation.
 ///
 /// ```
-/// use llm_core::attention::{inputs_your_journey, SelfAttentionV2};
+/// use llm_core::model::attention::{inputs_your_journey, SelfAttentionV2};
 /// use llm_core::tch::{self, nn, nn::Module, Device};
 ///
 /// tch::manual_seed(789);
@@ -273,7 +273,7 @@ fn attention_weights(queries: &Tensor, keys: &Tensor, mask: Option<&Tensor>) -> 
 /// `num_tokens <= context_length`; output `[batch, num_tokens, d_out]`.
 ///
 /// ```
-/// use llm_core::attention::{inputs_your_journey, CausalAttention};
+/// use llm_core::model::attention::{inputs_your_journey, CausalAttention};
 /// use llm_core::tch::{self, nn, nn::ModuleT, Device, Tensor};
 ///
 /// tch::manual_seed(123);
@@ -418,7 +418,7 @@ fn shallow_linear(l: &nn::Linear) -> nn::Linear {
 /// `[batch, num_tokens, d_out]`.
 ///
 /// ```
-/// use llm_core::attention::{inputs_your_journey, MultiHeadAttention};
+/// use llm_core::model::attention::{inputs_your_journey, MultiHeadAttention};
 /// use llm_core::tch::{self, nn, nn::ModuleT, Device, Tensor};
 ///
 /// tch::manual_seed(123);
@@ -429,7 +429,7 @@ fn shallow_linear(l: &nn::Linear) -> nn::Linear {
 /// assert_eq!(context.size(), [2, 6, 2]);
 /// let first = Vec::<f32>::try_from(context.get(0).get(0)).unwrap();
 /// assert!((first[0] - 0.3190).abs() < 1e-4 && (first[1] - 0.4858).abs() < 1e-4);
-/// # Ok::<(), llm_core::attention::AttentionError>(())
+/// # Ok::<(), llm_core::model::attention::AttentionError>(())
 /// ```
 ///
 /// # Panics
@@ -534,7 +534,7 @@ impl ModuleT for MultiHeadAttention {
 /// the same).
 ///
 /// ```
-/// use llm_core::attention::{MhaSdpa, MultiHeadAttention};
+/// use llm_core::model::attention::{MhaSdpa, MultiHeadAttention};
 /// use llm_core::tch::{self, nn, nn::ModuleT, Device, Kind, Tensor};
 ///
 /// tch::manual_seed(123);
@@ -544,7 +544,7 @@ impl ModuleT for MultiHeadAttention {
 /// let x = Tensor::randn([3, 10, 16], (Kind::Float, Device::Cpu));
 /// let diff = (mha.forward_t(&x, false) - sdpa.forward_t(&x, false)).abs().max();
 /// assert!(diff.double_value(&[]) < 1e-6);
-/// # Ok::<(), llm_core::attention::AttentionError>(())
+/// # Ok::<(), llm_core::model::attention::AttentionError>(())
 /// ```
 ///
 /// # Panics

@@ -18,10 +18,10 @@
 //! [`Quoting::None`] to read line by line instead.
 //!
 //! The book's sampling uses NumPy's legacy `RandomState(123)` (through
-//! pandas' `sample`); [`numpy_permutation`] reproduces it.
+//! pandas' `sample`); [`crate::rng::numpy_permutation`] reproduces it.
 //!
 //! ```no_run
-//! use llm_core::spam::{create_balanced_dataset, random_split, read_sms_collection, Quoting};
+//! use llm_core::finetune::spam::{create_balanced_dataset, random_split, read_sms_collection, Quoting};
 //!
 //! let path = llm_core::data::path("sms_spam_collection/SMSSpamCollection.tsv")?;
 //! let messages = read_sms_collection(&path, Quoting::Pandas)?;
@@ -37,21 +37,20 @@ use std::path::{Path, PathBuf};
 
 use tch::Tensor;
 
-use crate::loader::{Mt19937, TensorLoader};
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::files::{io_err, FileError};
+use crate::rng::numpy_permutation;
+use crate::text::loader::TensorLoader;
+use crate::text::tokenizer::{Tokenizer, TokenizerError};
 
 /// GPT-2's `<|endoftext|>`, the book's padding token.
-pub const PAD_TOKEN_ID: u32 = crate::tokenizer::GPT2_END_OF_TEXT_ID;
+pub const PAD_TOKEN_ID: u32 = crate::text::tokenizer::GPT2_END_OF_TEXT_ID;
 
 /// Errors reading the spam data; each names the file and the line.
 #[derive(Debug, thiserror::Error)]
 pub enum SpamDataError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}:{line}: {message}")]
     Line {
         path: PathBuf,
@@ -198,10 +197,7 @@ fn parse_err(path: &Path, e: ParseError) -> SpamDataError {
 fn read(path: &Path) -> Result<String, SpamDataError> {
     std::fs::read_to_string(path)
         .map(|text| crate::data::strip_bom(&text).to_string())
-        .map_err(|source| SpamDataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|e| io_err(path)(e).into())
 }
 
 fn line_err(path: &Path, line: usize, message: impl Into<String>) -> SpamDataError {
@@ -305,40 +301,6 @@ pub fn read_split_csv(path: impl AsRef<Path>) -> Result<Vec<SmsMessage>, SpamDat
         .collect()
 }
 
-/// NumPy's legacy `RandomState(seed).permutation(n)`: a Fisher–Yates shuffle
-/// of `0..n` from the last element down, each index drawn from MT19937
-/// (seeded as `init_genrand(seed)`) by masked rejection sampling. pandas'
-/// `df.sample(n, random_state=seed)` takes the first `n` of it.
-///
-/// ```
-/// // np.random.RandomState(123).permutation(10)
-/// assert_eq!(llm_core::spam::numpy_permutation(10, 123), [4, 0, 7, 5, 8, 3, 1, 6, 9, 2]);
-/// ```
-pub fn numpy_permutation(n: usize, seed: u32) -> Vec<usize> {
-    let mut rng = Mt19937::new(seed as u64);
-    let mut values: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let max = i as u64;
-        let mut mask = max;
-        for shift in [1, 2, 4, 8, 16, 32] {
-            mask |= mask >> shift;
-        }
-        let j = loop {
-            let draw = if max <= 0xffff_ffff {
-                rng.next_u32() as u64
-            } else {
-                rng.next_u64()
-            };
-            let v = draw & mask;
-            if v <= max {
-                break v as usize;
-            }
-        };
-        values.swap(i, j);
-    }
-    values
-}
-
 /// The book's `create_balanced_dataset`: as many ham messages as there are
 /// spam ones, drawn as `df[ham].sample(num_spam, random_state=seed)`, then
 /// all the spam messages.
@@ -397,8 +359,8 @@ impl SpamDataset {
     /// length to the validation and test sets, truncating longer ones).
     ///
     /// ```
-    /// use llm_core::spam::{SmsMessage, SpamDataset};
-    /// use llm_core::tokenizer::SimpleTokenizerV1;
+    /// use llm_core::finetune::spam::{SmsMessage, SpamDataset};
+    /// use llm_core::text::tokenizer::SimpleTokenizerV1;
     ///
     /// let tokenizer = SimpleTokenizerV1::from_text("win a prize now hello there");
     /// let messages = vec![SmsMessage { label: 1, text: "win a prize now".into() },
@@ -464,7 +426,7 @@ impl SpamDataset {
         batch_size: usize,
         shuffle: bool,
         drop_last: bool,
-    ) -> Result<TensorLoader, crate::loader::LoaderError> {
+    ) -> Result<TensorLoader, crate::text::loader::LoaderError> {
         Ok(
             TensorLoader::try_new(self.encoded_texts, self.labels, batch_size)?
                 .shuffle(shuffle)
@@ -545,17 +507,8 @@ mod tests {
     }
 
     #[test]
-    fn numpy_permutation_known_values() {
-        // np.random.RandomState(0).permutation(5) and RandomState(123).permutation(10)
-        assert_eq!(numpy_permutation(5, 0), [2, 0, 1, 3, 4]);
-        assert_eq!(numpy_permutation(10, 123), [4, 0, 7, 5, 8, 3, 1, 6, 9, 2]);
-        assert_eq!(numpy_permutation(10, 42), [8, 1, 5, 0, 7, 2, 9, 4, 3, 6]);
-        assert_eq!(numpy_permutation(0, 1), Vec::<usize>::new());
-    }
-
-    #[test]
     fn truncation_and_padding() {
-        let tokenizer = crate::tokenizer::SimpleTokenizerV1::from_text("a b c d e");
+        let tokenizer = crate::text::tokenizer::SimpleTokenizerV1::from_text("a b c d e");
         let messages = vec![
             SmsMessage {
                 label: 0,

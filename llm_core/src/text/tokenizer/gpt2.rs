@@ -11,7 +11,7 @@
 //! Shakespeare).
 //!
 //! ```no_run
-//! use llm_core::tokenizer::{Gpt2Tokenizer, Tokenizer};
+//! use llm_core::text::tokenizer::{Gpt2Tokenizer, Tokenizer};
 //!
 //! let tokenizer = Gpt2Tokenizer::gpt2()?;
 //! let text = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace.";
@@ -19,7 +19,7 @@
 //! assert_eq!(ids[..9], [15496, 11, 466, 345, 588, 8887, 30, 220, 50256]);
 //! assert_eq!(tokenizer.decode(&ids)?, text);
 //! assert_eq!(tokenizer.vocab_size(), 50257);
-//! # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+//! # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 //! ```
 
 use std::path::Path;
@@ -31,6 +31,7 @@ use tokenizers::{AddedToken, Tokenizer as HfTokenizer};
 
 use super::byte_level::{check_vocabulary, read_encoder_json, read_vocab_bpe};
 use super::{Result, Tokenizer, TokenizerError};
+use crate::files::io_err;
 
 /// GPT-2's byte pair encoding (the book's `tiktoken.get_encoding("gpt2")`).
 #[derive(Debug, Clone)]
@@ -98,10 +99,11 @@ impl Gpt2Tokenizer {
         let path = path.as_ref();
         if !path.is_file() {
             // the crate's own message would not name the file
-            return Err(TokenizerError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
+            return Err(io_err(path)(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such file",
+            ))
+            .into());
         }
         let inner = HfTokenizer::from_file(path).map_err(backend(path.display()))?;
         Ok(Gpt2Tokenizer { inner })

@@ -7,8 +7,8 @@
 //! sorted order, numbered from 0 ([`vocab_from_text`]).
 //!
 //! ```
-//! use llm_core::tokenizer::simple::{split_text, SimpleTokenizerV1};
-//! use llm_core::tokenizer::Tokenizer;
+//! use llm_core::text::tokenizer::simple::{split_text, SimpleTokenizerV1};
+//! use llm_core::text::tokenizer::Tokenizer;
 //!
 //! assert_eq!(split_text("Hello, world. Is this-- a test?"),
 //!            ["Hello", ",", "world", ".", "Is", "this", "--", "a", "test", "?"]);
@@ -19,7 +19,7 @@
 //! assert_eq!(tokenizer.decode(&ids)?, "a good fellow --");
 //! // V1 knows only the words of its text:
 //! assert!(tokenizer.encode("Hello").is_err());
-//! # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+//! # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 //! ```
 
 use std::collections::{BTreeSet, HashMap};
@@ -40,7 +40,7 @@ const NO_SPACE_BEFORE: &[char] = &[',', '.', '?', '!', '"', '(', ')', '\''];
 /// then `--`, then whitespace.
 ///
 /// ```
-/// use llm_core::tokenizer::simple::split_text;
+/// use llm_core::text::tokenizer::simple::split_text;
 /// assert_eq!(split_text("it's--\"(so)\"  ok"), ["it", "'", "s", "--", "\"", "(", "so", ")", "\"", "ok"]);
 /// ```
 pub fn split_text(text: &str) -> Vec<&str> {
@@ -76,7 +76,7 @@ pub fn split_text(text: &str) -> Vec<&str> {
 /// which removes the whitespace before those punctuation marks.
 ///
 /// ```
-/// use llm_core::tokenizer::simple::remove_space_before_punctuation;
+/// use llm_core::text::tokenizer::simple::remove_space_before_punctuation;
 /// assert_eq!(remove_space_before_punctuation("Hello , world . ( yes )"), "Hello, world.( yes)");
 /// ```
 pub fn remove_space_before_punctuation(text: &str) -> String {
@@ -101,7 +101,7 @@ pub fn remove_space_before_punctuation(text: &str) -> String {
 /// so token `i` of the result has id `i`.
 ///
 /// ```
-/// use llm_core::tokenizer::simple::vocab_from_text;
+/// use llm_core::text::tokenizer::simple::vocab_from_text;
 /// assert_eq!(vocab_from_text("b a, b."), [",", ".", "a", "b"]);
 /// ```
 pub fn vocab_from_text(text: &str) -> Vec<String> {
@@ -186,11 +186,11 @@ impl Vocab {
 /// any other word is an error ([`TokenizerError::UnknownToken`]).
 ///
 /// ```
-/// use llm_core::tokenizer::{SimpleTokenizerV1, Tokenizer};
+/// use llm_core::text::tokenizer::{SimpleTokenizerV1, Tokenizer};
 /// let t = SimpleTokenizerV1::from_text("\"It's the last he painted, you know,\" Mrs. Gisburn said with pardonable pride.");
 /// let ids = t.encode("\"It's the last he painted, you know,\"")?;
 /// assert_eq!(t.decode(&ids)?, "\" It' s the last he painted, you know,\"");
-/// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+/// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimpleTokenizerV1 {
@@ -254,12 +254,12 @@ impl Tokenizer for SimpleTokenizerV1 {
 /// `<|endoftext|>` and `<|unk|>`; words it does not know become `<|unk|>`.
 ///
 /// ```
-/// use llm_core::tokenizer::{SimpleTokenizerV2, Tokenizer};
+/// use llm_core::text::tokenizer::{SimpleTokenizerV2, Tokenizer};
 /// let t = SimpleTokenizerV2::from_text("In the sunlit terraces of the palace.");
 /// assert_eq!(t.vocab_size(), 7 + 2);
 /// let text = "Hello, the palace. <|endoftext|> In the sunlit terraces";
 /// assert_eq!(t.decode(&t.encode(text)?)?, "<|unk|> <|unk|> the palace. <|endoftext|> In the sunlit terraces");
-/// # Ok::<(), llm_core::tokenizer::TokenizerError>(())
+/// # Ok::<(), llm_core::text::tokenizer::TokenizerError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimpleTokenizerV2 {

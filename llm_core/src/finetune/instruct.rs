@@ -13,7 +13,7 @@
 //! Each training example is one text, the prompt followed by the response:
 //!
 //! ```
-//! use llm_core::instruct::{format_input, InstructionEntry, PromptStyle};
+//! use llm_core::finetune::instruct::{format_input, InstructionEntry, PromptStyle};
 //!
 //! let entry = InstructionEntry::new("Identify the correct spelling of the following word.",
 //!                                   "Ocassion", "The correct spelling is 'Occasion.'");
@@ -29,7 +29,7 @@
 //! after the first by −100, which the loss ignores. The book's toy batch:
 //!
 //! ```
-//! use llm_core::instruct::{custom_collate_fn, CollateOptions};
+//! use llm_core::finetune::instruct::{custom_collate_fn, CollateOptions};
 //!
 //! let batch = [vec![0i64, 1, 2, 3, 4], vec![5, 6], vec![7, 8, 9]];
 //! let (inputs, targets) = custom_collate_fn(&batch, None, &CollateOptions::default());
@@ -48,15 +48,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tch::{Device, Tensor};
 
-use crate::checkpoint::{self, CheckpointError};
-use crate::generate::{text_to_token_ids, token_ids_to_text, try_generate};
-use crate::loader::{BatchSampler, DataLoader};
-use crate::model::LanguageModel;
-use crate::tokenizer::{Tokenizer, TokenizerError};
+use crate::files::{self, io_err, FileError};
+use crate::model::generate::{text_to_token_ids, token_ids_to_text, try_generate};
+use crate::model::gpt::LanguageModel;
+use crate::text::loader::{BatchSampler, DataLoader};
+use crate::text::tokenizer::{Tokenizer, TokenizerError};
 
 /// GPT-2's `<|endoftext|>`: it ends every example and pads the batches.
-pub const PAD_TOKEN_ID: i64 = crate::tokenizer::GPT2_END_OF_TEXT_ID as i64;
-pub use crate::loss::IGNORE_INDEX;
+pub const PAD_TOKEN_ID: i64 = crate::text::tokenizer::GPT2_END_OF_TEXT_ID as i64;
+use crate::train::loss::IGNORE_INDEX;
 
 /// One instruction example: what to do, an optional input, the desired
 /// output; after §7.7 also the fine-tuned model's response.
@@ -100,12 +100,9 @@ impl fmt::Display for InstructionEntry {
 /// the file and, where it applies, the entry and field.
 #[derive(Debug, thiserror::Error)]
 pub enum InstructionDataError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A file could not be read or written.
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}: not valid JSON: {source}")]
     Json {
         path: PathBuf,
@@ -127,8 +124,6 @@ pub enum InstructionDataError {
         field: &'static str,
         problem: String,
     },
-    #[error(transparent)]
-    Write(#[from] CheckpointError),
 }
 
 fn json_kind(v: &Value) -> &'static str {
@@ -147,7 +142,7 @@ fn json_kind(v: &Value) -> &'static str {
 /// `path` only names the source in errors.
 ///
 /// ```
-/// use llm_core::instruct::parse_instruction_data;
+/// use llm_core::finetune::instruct::parse_instruction_data;
 ///
 /// let good = r#"[{"instruction": "Say hi.", "input": "", "output": "Hi!"}]"#;
 /// assert_eq!(parse_instruction_data(good, "data.json")?[0].output, "Hi!");
@@ -155,7 +150,7 @@ fn json_kind(v: &Value) -> &'static str {
 ///               {"instruction": "Count.", "input": 3}]"#;
 /// let err = parse_instruction_data(bad, "data.json").unwrap_err().to_string();
 /// assert_eq!(err, r#"data.json: entry 1: field "input" is a number, expected a string"#);
-/// # Ok::<(), llm_core::instruct::InstructionDataError>(())
+/// # Ok::<(), llm_core::finetune::instruct::InstructionDataError>(())
 /// ```
 pub fn parse_instruction_data(
     json: &str,
@@ -231,10 +226,7 @@ pub fn load_instruction_data(
     path: impl AsRef<Path>,
 ) -> Result<Vec<InstructionEntry>, InstructionDataError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| InstructionDataError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     parse_instruction_data(&text, path)
 }
 
@@ -254,7 +246,7 @@ pub fn save_instruction_data(
             path: path.as_ref().to_path_buf(),
             source,
         })?;
-    checkpoint::write_bytes(path, &bytes)?;
+    files::write_bytes(path, &bytes)?;
     Ok(())
 }
 
@@ -364,7 +356,7 @@ impl fmt::Display for DataSplit {
 /// `RandomState(seed).permutation`.
 ///
 /// ```
-/// use llm_core::instruct::{split_data, InstructionEntry};
+/// use llm_core::finetune::instruct::{split_data, InstructionEntry};
 ///
 /// let data: Vec<_> = (0..1100).map(|i| InstructionEntry::new(&format!("task {i}"), "", "ok")).collect();
 /// let split = split_data(&data, None);
@@ -374,7 +366,7 @@ impl fmt::Display for DataSplit {
 /// ```
 pub fn split_data(data: &[InstructionEntry], seed: Option<u32>) -> DataSplit {
     let order: Vec<usize> = match seed {
-        Some(s) => crate::spam::numpy_permutation(data.len(), s),
+        Some(s) => crate::rng::numpy_permutation(data.len(), s),
         None => (0..data.len()).collect(),
     };
     let n = data.len();
@@ -515,7 +507,7 @@ impl Default for CollateOptions {
 /// (exercise 7.2). Returns `(inputs, targets)`, both `[batch, length]` int64.
 ///
 /// ```
-/// use llm_core::instruct::{custom_collate_fn, CollateOptions};
+/// use llm_core::finetune::instruct::{custom_collate_fn, CollateOptions};
 ///
 /// // prompts of 3 and 2 tokens; only the response tokens keep their targets
 /// let batch = [vec![10i64, 11, 12, 20, 21], vec![13, 14, 22]];
@@ -554,7 +546,7 @@ pub enum CollateError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoaderSettingError {
     #[error(transparent)]
-    Loader(#[from] crate::loader::LoaderError),
+    Loader(#[from] crate::text::loader::LoaderError),
     #[error(transparent)]
     Collate(#[from] CollateError),
 }
@@ -564,7 +556,7 @@ pub enum LoaderSettingError {
 /// length per item.
 ///
 /// ```
-/// use llm_core::instruct::{try_custom_collate_fn, CollateOptions};
+/// use llm_core::finetune::instruct::{try_custom_collate_fn, CollateOptions};
 ///
 /// let batch = [vec![10i64, 11, 12], vec![13, 14]];
 /// let err = try_custom_collate_fn(&batch, Some(&[3]), &CollateOptions::default()).unwrap_err();
@@ -687,7 +679,7 @@ impl DataLoader for InstructionLoader {
 /// prompt, without the response marker, trimmed.
 ///
 /// ```
-/// use llm_core::instruct::{extract_response, PromptStyle};
+/// use llm_core::finetune::instruct::{extract_response, PromptStyle};
 ///
 /// let prompt = "### Instruction:\nName a colour.";
 /// let generated = "### Instruction:\nName a colour.\n\n### Response:\nBlue. ";
@@ -711,7 +703,7 @@ pub enum ResponseError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
-    Generate(#[from] crate::generate::GenerateError),
+    Generate(#[from] crate::model::generate::GenerateError),
 }
 
 /// §7.7 for one entry: the prompt, greedy generation of up to

@@ -8,9 +8,9 @@
 //! | 5.1.3 | [`calc_loss_batch`], [`calc_loss_loader`] |
 //!
 //! ```
-//! use llm_core::loader::TensorLoader;
-//! use llm_core::loss::{calc_loss_loader, perplexity};
-//! use llm_core::model::{GptConfig, GptModel};
+//! use llm_core::text::loader::TensorLoader;
+//! use llm_core::train::loss::{calc_loss_loader, perplexity};
+//! use llm_core::model::gpt::{GptConfig, GptModel};
 //! use llm_core::tch::{self, nn, Device, Kind, Tensor};
 //!
 //! let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -24,13 +24,13 @@
 //! // an untrained model is close to uniform: loss ≈ ln(50), perplexity ≈ 50
 //! assert!((loss - 50f64.ln()).abs() < 1.0);
 //! assert!(perplexity(loss) > 10.0);
-//! # Ok::<(), llm_core::model::ModelError>(())
+//! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
 
 use tch::nn::ModuleT;
 use tch::{Device, Reduction, Tensor};
 
-use crate::loader::DataLoader;
+use crate::text::loader::DataLoader;
 
 /// Targets with this value carry no loss (PyTorch's `cross_entropy`
 /// default `ignore_index`; chapter 7 pads its targets with it).
@@ -47,8 +47,8 @@ pub const IGNORE_INDEX: i64 = -100;
 /// graph, so `loss.backward()` trains the model.
 ///
 /// ```
-/// use llm_core::loss::calc_loss_batch;
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::train::loss::calc_loss_batch;
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{self, nn, Device, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -61,7 +61,7 @@ pub const IGNORE_INDEX: i64 = -100;
 /// let loss = calc_loss_batch(&input, &target, &model, Device::Cpu, false);
 /// assert_eq!(loss.size(), Vec::<i64>::new());
 /// assert!(loss.requires_grad());
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 pub fn calc_loss_batch<M: ModuleT + ?Sized>(
     input_batch: &Tensor,
@@ -88,7 +88,7 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
 /// dropout) and without gradients.
 ///
 /// The batches come from [`DataLoader::batches`] (for a
-/// [`crate::loader::TensorLoader`], its `epoch`), so a call draws from
+/// [`crate::text::loader::TensorLoader`], its `epoch`), so a call draws from
 /// libtorch's global generator exactly as a `for` loop over a PyTorch
 /// `DataLoader` does (once, or twice when shuffled), and seeded runs keep
 /// matching the book's afterwards.
@@ -99,9 +99,9 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
 /// draws.
 ///
 /// ```
-/// use llm_core::loader::TensorLoader;
-/// use llm_core::loss::calc_loss_loader;
-/// use llm_core::model::{GptConfig, GptModel};
+/// use llm_core::text::loader::TensorLoader;
+/// use llm_core::train::loss::calc_loss_loader;
+/// use llm_core::model::gpt::{GptConfig, GptModel};
 /// use llm_core::tch::{nn, Device, Kind, Tensor};
 ///
 /// let cfg = GptConfig { vocab_size: 50, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
@@ -111,7 +111,7 @@ pub fn calc_loss_batch<M: ModuleT + ?Sized>(
 /// let empty = Tensor::zeros([0, 8], (Kind::Int64, Device::Cpu));
 /// let loader = TensorLoader::new(empty.copy(), empty, 2);
 /// assert!(calc_loss_loader(&loader, &model, Device::Cpu, None).is_nan());
-/// # Ok::<(), llm_core::model::ModelError>(())
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
 /// ```
 pub fn calc_loss_loader<M: ModuleT + ?Sized, L: DataLoader + ?Sized>(
     data_loader: &L,
@@ -158,7 +158,7 @@ where
 /// has perplexity 50257.
 ///
 /// ```
-/// use llm_core::loss::perplexity;
+/// use llm_core::train::loss::perplexity;
 ///
 /// assert!((perplexity(50257f64.ln()) - 50257.0).abs() < 1e-6);
 /// assert_eq!(perplexity(0.0), 1.0);

@@ -22,8 +22,8 @@
 //! fewer heads than its queries (grouped-query attention) stores only those.
 //!
 //! ```
-//! use llm_core::kv_cache::KvCache;
-//! use llm_core::model::{GptConfig, GptModel};
+//! use llm_core::model::kv_cache::KvCache;
+//! use llm_core::model::gpt::{GptConfig, GptModel};
 //! use llm_core::tch::{nn, Device, Tensor};
 //!
 //! let cfg = GptConfig { vocab_size: 50, context_length: 16, emb_dim: 16, n_heads: 2, n_layers: 2,
@@ -39,7 +39,7 @@
 //! assert_eq!(cache.current_pos(), 4);
 //! // 2 (keys, values) x 2 layers x 1 batch x 2 heads x 8 head_dim x 4 positions x 4 bytes
 //! assert_eq!(cache.memory_bytes(), 2 * 2 * 2 * 8 * 4 * 4);
-//! # Ok::<(), llm_core::model::ModelError>(())
+//! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
 
 use std::fmt;
