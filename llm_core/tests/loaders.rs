@@ -345,6 +345,34 @@ fn config_errors_name_config_json_and_the_key() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("config.json"), "{err}");
+    // a missing key, a wrong type, a zero: each named
+    let cases = [
+        (
+            serde_json::json!({"n_embd": 768, "n_layer": 12, "n_head": 12, "vocab_size": 50257}),
+            "n_positions",
+            "missing field",
+        ),
+        (
+            serde_json::json!({"n_embd": "768", "n_layer": 12, "n_head": 12, "n_positions": 1024, "vocab_size": 50257}),
+            "n_embd",
+            "invalid type",
+        ),
+        (
+            serde_json::json!({"n_embd": 768, "n_layer": 0, "n_head": 12, "n_positions": 1024, "vocab_size": 50257}),
+            "n_layer",
+            "nonzero",
+        ),
+    ];
+    for (hf, key, problem) in cases {
+        let err = llm_core::model::gpt2_weights::config_from_hf(&hf, Path::new("config.json"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("config.json: config key \"{key}\"")),
+            "{err}"
+        );
+        assert!(err.contains(problem), "{err}");
+    }
 }
 
 #[test]

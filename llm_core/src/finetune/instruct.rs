@@ -45,7 +45,6 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use tch::{Device, Tensor};
 
 use crate::files::{self, io_err, FileError};
@@ -103,19 +102,15 @@ pub enum InstructionDataError {
     /// A file could not be read or written.
     #[error(transparent)]
     File(#[from] FileError),
-    #[error("{path}: not valid JSON: {source}")]
+    /// Not JSON, or not an array of entries with the three string fields:
+    /// names the entry and field where there is one.
+    #[error("{path}: {location}{source}")]
     Json {
         path: PathBuf,
+        /// `"entry 1, field \"input\": "`, or empty for the whole file.
+        location: String,
         #[source]
         source: serde_json::Error,
-    },
-    #[error("{path}: expected a JSON array of entries, found {found}")]
-    NotAnArray { path: PathBuf, found: &'static str },
-    #[error("{path}: entry {index}: expected an object with \"instruction\", \"input\" and \"output\", found {found}")]
-    NotAnObject {
-        path: PathBuf,
-        index: usize,
-        found: &'static str,
     },
     #[error("{path}: entry {index}: field {field:?} {problem}")]
     Field {
@@ -126,20 +121,28 @@ pub enum InstructionDataError {
     },
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// Where in the file serde stopped: `"entry 1, field \"input\": "`.
+fn location(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let parts: Vec<String> = path
+        .iter()
+        .filter_map(|segment| match segment {
+            Segment::Seq { index } => Some(format!("entry {index}")),
+            Segment::Map { key } => Some(format!("field {key:?}")),
+            _ => None,
+        })
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{}: ", parts.join(", "))
     }
 }
 
 /// Parse instruction data (a JSON array of `{"instruction", "input",
 /// "output"}` objects; other fields are ignored except `model_response`).
-/// `path` only names the source in errors.
+/// `path` only names the source in errors, which also name the entry and
+/// the field.
 ///
 /// ```
 /// use llm_core::finetune::instruct::parse_instruction_data;
@@ -149,7 +152,7 @@ fn json_kind(v: &Value) -> &'static str {
 /// let bad = r#"[{"instruction": "Say hi.", "input": "", "output": "Hi!"},
 ///               {"instruction": "Count.", "input": 3}]"#;
 /// let err = parse_instruction_data(bad, "data.json").unwrap_err().to_string();
-/// assert_eq!(err, r#"data.json: entry 1: field "input" is a number, expected a string"#);
+/// assert!(err.starts_with(r#"data.json: entry 1, field "input": invalid type: integer `3`, expected a string"#));
 /// # Ok::<(), llm_core::finetune::instruct::InstructionDataError>(())
 /// ```
 pub fn parse_instruction_data(
@@ -157,63 +160,27 @@ pub fn parse_instruction_data(
     path: impl AsRef<Path>,
 ) -> Result<Vec<InstructionEntry>, InstructionDataError> {
     let path = path.as_ref().to_path_buf();
-    let value: Value = serde_json::from_str(crate::data::strip_bom(json)).map_err(|source| {
-        InstructionDataError::Json {
+    let mut deserializer = serde_json::Deserializer::from_str(crate::data::strip_bom(json));
+    let entries: Vec<InstructionEntry> = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| InstructionDataError::Json {
             path: path.clone(),
+            location: location(e.path()),
+            source: e.into_inner(),
+        })?;
+    deserializer
+        .end()
+        .map_err(|source| InstructionDataError::Json {
+            path: path.clone(),
+            location: String::new(),
             source,
-        }
-    })?;
-    let Value::Array(items) = value else {
-        return Err(InstructionDataError::NotAnArray {
-            found: json_kind(&value),
+        })?;
+    // the one rule serde cannot say: an instruction must say something
+    if let Some(index) = entries.iter().position(|e| e.instruction.trim().is_empty()) {
+        return Err(InstructionDataError::Field {
             path,
-        });
-    };
-    let mut entries = Vec::with_capacity(items.len());
-    for (index, item) in items.iter().enumerate() {
-        let Value::Object(obj) = item else {
-            return Err(InstructionDataError::NotAnObject {
-                path,
-                index,
-                found: json_kind(item),
-            });
-        };
-        let field =
-            |name: &'static str, required: bool| -> Result<Option<String>, InstructionDataError> {
-                match obj.get(name) {
-                    Some(Value::String(s)) => Ok(Some(s.clone())),
-                    None if !required => Ok(None),
-                    None => Err(InstructionDataError::Field {
-                        path: path.clone(),
-                        index,
-                        field: name,
-                        problem: "is missing".to_string(),
-                    }),
-                    Some(other) => Err(InstructionDataError::Field {
-                        path: path.clone(),
-                        index,
-                        field: name,
-                        problem: format!("is {}, expected a string", json_kind(other)),
-                    }),
-                }
-            };
-        let instruction = field("instruction", true)?.unwrap_or_default();
-        let input = field("input", true)?.unwrap_or_default();
-        let output = field("output", true)?.unwrap_or_default();
-        let model_response = field("model_response", false)?;
-        if instruction.trim().is_empty() {
-            return Err(InstructionDataError::Field {
-                path,
-                index,
-                field: "instruction",
-                problem: "is empty".to_string(),
-            });
-        }
-        entries.push(InstructionEntry {
-            instruction,
-            input,
-            output,
-            model_response,
+            index,
+            field: "instruction",
+            problem: "is empty".to_string(),
         });
     }
     Ok(entries)
@@ -244,6 +211,7 @@ pub fn save_instruction_data(
         .serialize(&mut ser)
         .map_err(|source| InstructionDataError::Json {
             path: path.as_ref().to_path_buf(),
+            location: String::new(),
             source,
         })?;
     files::write_bytes(path, &bytes)?;
@@ -873,14 +841,18 @@ mod tests {
     #[test]
     fn bad_files_name_entry_and_field() {
         let cases = [
+            ("{}", "data.json: invalid type: map, expected a sequence"),
             (
-                "{}",
-                "data.json: expected a JSON array of entries, found an object",
+                "[1]",
+                "data.json: entry 0: invalid type: integer `1`, expected struct InstructionEntry",
             ),
-            ("[1]", "data.json: entry 0: expected an object"),
             (
                 r#"[{"instruction": "a", "input": "", "output": "b"}, {"instruction": "c", "input": ""}]"#,
-                r#"data.json: entry 1: field "output" is missing"#,
+                r#"data.json: entry 1: missing field `output`"#,
+            ),
+            (
+                r#"[{"instruction": "a", "input": "", "output": "b"}] x"#,
+                "data.json: trailing characters",
             ),
             (
                 r#"[{"instruction": " ", "input": "", "output": "b"}]"#,
@@ -888,7 +860,7 @@ mod tests {
             ),
             (
                 "[{",
-                "data.json: not valid JSON: EOF while parsing an object at line 1 column 2",
+                "data.json: entry 0: EOF while parsing an object at line 1 column 2",
             ),
         ];
         for (json, expected) in cases {

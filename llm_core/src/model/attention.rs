@@ -548,24 +548,14 @@ impl ModuleT for MultiHeadAttention {
 /// ```
 ///
 /// # Panics
-/// `forward_t` panics when the input has more tokens than `context_length`.
+/// `forward_t` panics when the input has more tokens than the context length
+/// the layer was built for.
 #[derive(Debug)]
-pub struct MhaSdpa {
-    pub d_out: i64,
-    pub num_heads: i64,
-    pub head_dim: i64,
-    pub context_length: i64,
-    pub w_query: nn::Linear,
-    pub w_key: nn::Linear,
-    pub w_value: nn::Linear,
-    pub out_proj: nn::Linear,
-    /// Dropout rate on the attention weights (applied inside the kernel).
-    pub dropout: f64,
-}
+pub struct MhaSdpa(pub MultiHeadAttention);
 
 impl MhaSdpa {
-    /// Create `W_query`, `W_key`, `W_value` and `out_proj` (in that order)
-    /// under `path`, exactly as [`MultiHeadAttention::new`] does.
+    /// Create the layer exactly as [`MultiHeadAttention::new`] does (same
+    /// variables, names and creation order).
     pub fn new<'a, P: Borrow<Path<'a>>>(
         path: P,
         d_in: i64,
@@ -575,29 +565,21 @@ impl MhaSdpa {
         num_heads: i64,
         qkv_bias: bool,
     ) -> Result<Self, AttentionError> {
-        let head_dim = head_dim(d_out, num_heads)?;
-        check_dropout(dropout)?;
-        let [w_query, w_key, w_value, out_proj] =
-            mha_projections(path.borrow(), d_in, d_out, qkv_bias);
-        Ok(MhaSdpa {
+        MultiHeadAttention::new(
+            path,
+            d_in,
             d_out,
-            num_heads,
-            head_dim,
             context_length,
-            w_query,
-            w_key,
-            w_value,
-            out_proj,
             dropout,
-        })
+            num_heads,
+            qkv_bias,
+        )
+        .map(MhaSdpa)
     }
 
     /// The trainable tensors in PyTorch's `parameters()` order.
     pub fn parameters(&self) -> Vec<&Tensor> {
-        [&self.w_query, &self.w_key, &self.w_value, &self.out_proj]
-            .into_iter()
-            .flat_map(|l| std::iter::once(&l.ws).chain(l.bs.as_ref()))
-            .collect()
+        self.0.parameters()
     }
 }
 
@@ -605,32 +587,33 @@ impl From<&MultiHeadAttention> for MhaSdpa {
     /// The fused variant sharing `mha`'s weight tensors (training one trains
     /// the other).
     fn from(mha: &MultiHeadAttention) -> Self {
-        MhaSdpa {
+        MhaSdpa(MultiHeadAttention {
             d_out: mha.d_out,
             num_heads: mha.num_heads,
             head_dim: mha.head_dim,
-            context_length: mha.mask.size()[0],
             w_query: shallow_linear(&mha.w_query),
             w_key: shallow_linear(&mha.w_key),
             w_value: shallow_linear(&mha.w_value),
             out_proj: shallow_linear(&mha.out_proj),
-            dropout: mha.dropout.p,
-        }
+            dropout: mha.dropout.clone(),
+            mask: mha.mask.shallow_clone(),
+        })
     }
 }
 
 impl ModuleT for MhaSdpa {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let mha = &self.0;
         let num_tokens = x.size()[1];
+        let context_length = mha.mask.size()[0];
         assert!(
-            num_tokens <= self.context_length,
-            "the input has {num_tokens} tokens, more than the context length {} \
-             this attention layer was built for",
-            self.context_length
+            num_tokens <= context_length,
+            "the input has {num_tokens} tokens, more than the context length {context_length} \
+             this attention layer was built for"
         );
-        let [keys, queries, values] = [&self.w_key, &self.w_query, &self.w_value]
-            .map(|w| split_heads(&w.forward(x), self.num_heads, self.head_dim));
-        let dropout_p = if train { self.dropout } else { 0.0 };
+        let [keys, queries, values] = [&mha.w_key, &mha.w_query, &mha.w_value]
+            .map(|w| split_heads(&w.forward(x), mha.num_heads, mha.head_dim));
+        let dropout_p = if train { mha.dropout.p } else { 0.0 };
         let context_vec = Tensor::scaled_dot_product_attention(
             &queries,
             &keys,
@@ -641,7 +624,7 @@ impl ModuleT for MhaSdpa {
             None::<f64>,
             false,
         );
-        self.out_proj
-            .forward(&combine_heads(&context_vec, self.d_out))
+        mha.out_proj
+            .forward(&combine_heads(&context_vec, mha.d_out))
     }
 }

@@ -43,8 +43,10 @@
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -109,6 +111,23 @@ fn config_err(path: &Path, key: &str, message: impl Into<String>) -> Gpt2Weights
     }
 }
 
+/// The keys of a Hugging Face GPT-2 `config.json` that the book's model
+/// reads (the others are ignored; a `null` counts as absent).
+#[derive(Debug, Deserialize)]
+struct HfGpt2Config {
+    vocab_size: NonZeroU32,
+    n_positions: NonZeroU32,
+    n_embd: NonZeroU32,
+    n_head: NonZeroU32,
+    n_layer: NonZeroU32,
+    #[serde(default)]
+    activation_function: Option<String>,
+    #[serde(default)]
+    layer_norm_epsilon: Option<f64>,
+    #[serde(default)]
+    n_inner: Option<i64>,
+}
+
 /// A [`GptConfig`] from a Hugging Face GPT-2 `config.json` value: `n_embd` →
 /// `emb_dim`, `n_layer` → `n_layers`, `n_head` → `n_heads`, `n_positions` →
 /// `context_length`, `vocab_size`; `qkv_bias` is `true` (GPT-2 has query,
@@ -132,21 +151,22 @@ fn config_err(path: &Path, key: &str, message: impl Into<String>) -> Gpt2Weights
 /// # Ok::<(), llm_core::model::gpt2_weights::Gpt2WeightsError>(())
 /// ```
 pub fn config_from_hf(hf: &Value, path: &Path) -> Result<GptConfig, Gpt2WeightsError> {
-    let int = |key: &str| -> Result<i64, Gpt2WeightsError> {
-        match hf.get(key) {
-            None => Err(config_err(path, key, "missing")),
-            Some(v) => v
-                .as_i64()
-                .filter(|&n| n > 0)
-                .ok_or_else(|| config_err(path, key, format!("{v} is not a positive integer"))),
-        }
-    };
+    let hf: HfGpt2Config = serde_path_to_error::deserialize(hf).map_err(|e| {
+        let key = e.path().to_string();
+        let message = e.into_inner().to_string();
+        // a missing key has no path: serde names it in the message
+        let key = match message.strip_prefix("missing field `") {
+            Some(rest) if key == "." => rest.trim_end_matches('`').to_string(),
+            _ => key,
+        };
+        config_err(path, &key, message)
+    })?;
     let cfg = GptConfig {
-        vocab_size: int("vocab_size")?,
-        context_length: int("n_positions")?,
-        emb_dim: int("n_embd")?,
-        n_heads: int("n_head")?,
-        n_layers: int("n_layer")?,
+        vocab_size: hf.vocab_size.get().into(),
+        context_length: hf.n_positions.get().into(),
+        emb_dim: hf.n_embd.get().into(),
+        n_heads: hf.n_head.get().into(),
+        n_layers: hf.n_layer.get().into(),
         drop_rate: 0.0,
         qkv_bias: true,
     };
@@ -160,17 +180,17 @@ pub fn config_from_hf(hf: &Value, path: &Path) -> Result<GptConfig, Gpt2WeightsE
             ),
         ));
     }
-    if let Some(act) = hf.get("activation_function").filter(|v| !v.is_null()) {
-        if !matches!(act.as_str(), Some("gelu_new" | "gelu_pytorch_tanh")) {
+    if let Some(act) = hf.activation_function {
+        if !matches!(act.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
             return Err(config_err(
                 path,
                 "activation_function",
-                format!("{act} is not the tanh GELU (\"gelu_new\") of the book's model"),
+                format!("{act:?} is not the tanh GELU (\"gelu_new\") of the book's model"),
             ));
         }
     }
-    if let Some(eps) = hf.get("layer_norm_epsilon").filter(|v| !v.is_null()) {
-        if eps.as_f64().is_none_or(|e| (e - 1e-5).abs() > 1e-12) {
+    if let Some(eps) = hf.layer_norm_epsilon {
+        if (eps - 1e-5).abs() > 1e-12 {
             return Err(config_err(
                 path,
                 "layer_norm_epsilon",
@@ -178,8 +198,8 @@ pub fn config_from_hf(hf: &Value, path: &Path) -> Result<GptConfig, Gpt2WeightsE
             ));
         }
     }
-    if let Some(inner) = hf.get("n_inner").filter(|v| !v.is_null()) {
-        if inner.as_i64() != Some(4 * cfg.emb_dim) {
+    if let Some(inner) = hf.n_inner {
+        if inner != 4 * cfg.emb_dim {
             return Err(config_err(
                 path,
                 "n_inner",
