@@ -27,7 +27,7 @@
 //! | [`progress`] | a progress line for long loops |
 //! | [`display`] | rich output (SVG, HTML) in a Jupyter cell |
 //! | **[`text`]: ch. 2** | |
-//! | [`text::tokenizer`] | `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BasicBpe` to read, `BpeTokenizer` to use) |
+//! | [`text::tokenizer`] | `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BpeTokenizerSimple` to read, `BpeTokenizer` to use) |
 //! | [`text::dataset`] | `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
 //! | [`text::loader`] | mini-batches in the order PyTorch's `DataLoader` draws them |
 //! | **[`model`]: ch. 3–4** | |

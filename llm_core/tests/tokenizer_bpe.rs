@@ -1,91 +1,53 @@
-//! Training byte pair encoding from scratch: the incremental trainer against
-//! a brute-force one, saving and loading GPT-2's format, and the saved files
+//! Training byte pair encoding from scratch: the fast trainer against the
+//! one to read (`BpeTokenizerSimple`, same merges and ids), saving and loading GPT-2's format, and the saved files
 //! read by the production tokenizer.
 
 mod common;
 
-use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use llm_core::text::tokenizer::bpe::GPT2_SPLIT_PATTERN;
-use llm_core::text::tokenizer::{BpeTokenizer, Gpt2Tokenizer, Tokenizer};
+use llm_core::text::tokenizer::{BpeTokenizer, BpeTokenizerSimple, Gpt2Tokenizer, Tokenizer};
 use proptest::prelude::*;
 
-/// A merge as the bytes of its two tokens.
-type BytePair = (Vec<u8>, Vec<u8>);
-
-/// minbpe's way: recount every pair of every piece before each merge. Returns
-/// each merge as (left bytes, right bytes).
-fn brute_force_merges(text: &str, n_merges: usize) -> Vec<BytePair> {
-    let re = fancy_regex::Regex::new(GPT2_SPLIT_PATTERN).unwrap();
-    let mut words: Vec<Vec<Vec<u8>>> = re
-        .find_iter(text)
-        .map(|m| m.unwrap().as_str().bytes().map(|b| vec![b]).collect())
-        .collect();
-    let mut merges = Vec::new();
-    let mut ids: HashMap<Vec<u8>, u32> = (0..=255u8).map(|b| (vec![b], b as u32)).collect();
-    for _ in 0..n_merges {
-        let mut counts: HashMap<(u32, u32), (i64, BytePair)> = HashMap::new();
-        for w in &words {
-            for p in w.windows(2) {
-                let key = (ids[&p[0]], ids[&p[1]]);
-                counts
-                    .entry(key)
-                    .or_insert((0, (p[0].clone(), p[1].clone())))
-                    .0 += 1;
-            }
-        }
-        let Some((_, (_, (a, b)))) = counts
-            .into_iter()
-            .max_by_key(|(pair, (n, _))| (*n, Reverse(*pair)))
-        else {
-            break;
-        };
-        let merged = [a.clone(), b.clone()].concat();
-        let next = ids.len() as u32;
-        ids.entry(merged.clone()).or_insert(next);
-        for w in &mut words {
-            let mut out = Vec::with_capacity(w.len());
-            let mut i = 0;
-            while i < w.len() {
-                if i + 1 < w.len() && w[i] == a && w[i + 1] == b {
-                    out.push(merged.clone());
-                    i += 2;
-                } else {
-                    out.push(w[i].clone());
-                    i += 1;
-                }
-            }
-            *w = out;
-        }
-        merges.push((a, b));
+/// The fast trainer and the one to read learn the same merges, in the same
+/// order, with the same ids; both encode `probes` to the same ids and
+/// decode them back.
+fn assert_same(text: &str, vocab_size: usize, specials: &[&str], probes: &[&str]) -> BpeTokenizer {
+    let fast = BpeTokenizer::train(text, vocab_size, specials).unwrap();
+    let simple = BpeTokenizerSimple::train(text, vocab_size, specials).unwrap();
+    let fast_merges: Vec<((u32, u32), u32)> =
+        fast.merges().iter().map(|m| (m.pair, m.id)).collect();
+    assert_eq!(fast_merges, simple.merges, "merges of {text:?}");
+    assert_eq!(fast.special_tokens(), simple.special_tokens.as_slice());
+    for probe in probes.iter().chain([&text]) {
+        let ids = fast.encode(probe).unwrap();
+        assert_eq!(ids, simple.encode(probe).unwrap(), "ids of {probe:?}");
+        assert_eq!(simple.decode(&ids).unwrap(), fast.decode(&ids).unwrap());
     }
-    merges
-}
-
-fn merges_as_bytes(t: &BpeTokenizer) -> Vec<BytePair> {
-    t.merges()
-        .iter()
-        .map(|m| {
-            (
-                t.token_bytes(m.pair.0).unwrap().to_vec(),
-                t.token_bytes(m.pair.1).unwrap().to_vec(),
-            )
-        })
-        .collect()
+    fast
 }
 
 #[test]
-fn incremental_trainer_equals_brute_force_on_the_verdict() {
+fn the_fast_trainer_equals_the_one_to_read_on_the_verdict() {
     let text = common::read("the-verdict.txt");
-    let text = &text[..6000];
-    let t = BpeTokenizer::train(text, 256 + 120, &[]).unwrap();
-    assert_eq!(merges_as_bytes(&t), brute_force_merges(text, 120));
+    let text = format!("{}<|endoftext|>{}", &text[..3000], &text[3000..6000]);
+    let t = assert_same(
+        &text,
+        256 + 200 + 1,
+        &["<|endoftext|>"],
+        &[
+            "Hello, do you like tea? <|endoftext|> In the sunlit terraces",
+            "Jack Gisburn 1908 ☕",
+        ],
+    );
     // the first merge is the most frequent pair: pieces keep their leading
     // space, so it is " " + "t" (from " the", " that", " to", ...)
-    let first = &merges_as_bytes(&t)[0];
+    let first = t.merges()[0];
     assert_eq!(
-        (first.0.as_slice(), first.1.as_slice()),
+        (
+            t.token_bytes(first.pair.0).unwrap(),
+            t.token_bytes(first.pair.1).unwrap()
+        ),
         (&b" "[..], &b"t"[..])
     );
 }
@@ -94,10 +56,9 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn incremental_trainer_equals_brute_force(text in "[ab ]{0,60}|[a-d\n ]{0,200}|[aé😀 .]{0,80}", n in 1usize..40) {
+    fn the_fast_trainer_equals_the_one_to_read(text in "[ab ]{0,60}|[a-d\n ]{0,200}|[aé😀 .]{0,80}|([ab]{0,5}<\\|e\\|>){0,6}", n in 1usize..40) {
+        assert_same(&text, 256 + n + 1, &["<|e|>"], &["ab ba", "a<|e|>b"]);
         let t = BpeTokenizer::train(&text, 256 + n, &[]).unwrap();
-        let expected = brute_force_merges(&text, n);
-        prop_assert_eq!(merges_as_bytes(&t), expected);
         let ids = t.encode(&text).unwrap();
         prop_assert_eq!(t.decode(&ids).unwrap(), text);
     }

@@ -595,7 +595,7 @@ impl From<&MultiHeadAttention> for MhaSdpa {
             w_key: shallow_linear(&mha.w_key),
             w_value: shallow_linear(&mha.w_value),
             out_proj: shallow_linear(&mha.out_proj),
-            dropout: mha.dropout.clone(),
+            dropout: mha.dropout,
             mask: mha.mask.shallow_clone(),
         })
     }

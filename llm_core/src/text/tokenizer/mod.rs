@@ -10,7 +10,8 @@
 //! | [`SimpleTokenizerV1`] | §2.3 | split on punctuation and whitespace; a vocabulary of the words of one text |
 //! | [`SimpleTokenizerV2`] | §2.4 | the same, plus `<\|endoftext\|>` and `<\|unk\|>` for unknown words |
 //! | [`Gpt2Tokenizer`] | §2.5 | GPT-2's byte pair encoding, through Hugging Face's `tokenizers` crate (what `tiktoken` gives the book) |
-//! | [`BpeTokenizer`] | bonus | byte pair encoding from scratch: train, encode, decode, save and load GPT-2's files |
+//! | [`BpeTokenizerSimple`] | bonus | byte pair encoding from scratch, to read: `get_stats`, `merge`, train, encode, decode |
+//! | [`BpeTokenizer`] | bonus | the same merges and ids, fast: incremental training, a cache, GPT-2's files |
 //!
 //! ```
 //! use llm_core::text::tokenizer::{SimpleTokenizerV2, Tokenizer};
@@ -25,11 +26,13 @@ use crate::files::FileError;
 use std::path::PathBuf;
 
 pub mod bpe;
+pub mod bpe_simple;
 pub mod byte_level;
 pub mod gpt2;
 pub mod simple;
 
 pub use bpe::BpeTokenizer;
+pub use bpe_simple::BpeTokenizerSimple;
 pub use gpt2::Gpt2Tokenizer;
 pub use simple::{SimpleTokenizerV1, SimpleTokenizerV2};
 
