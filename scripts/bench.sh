@@ -8,7 +8,7 @@
 #      training time of our BPE trainer vs the tokenizers crate's trainer.
 #   2. attention: one forward+backward of MultiHeadAttention vs the fused
 #      scaled_dot_product_attention variant at 8 x 1024 x 768.
-#   3. training: tokens/s of one epoch of notebook 04's configuration (GPT-2
+#   3. training: tokens/s of one epoch of notebook ch05's configuration (GPT-2
 #      124M shape, context 256, batch 2, AdamW) in Rust and in the book's code
 #      on PyTorch (scripts/reference/gpt_torch.py), same libtorch and threads,
 #      with the matmul peak and the model FLOPs utilisation (6 N tokens/s).
@@ -64,7 +64,7 @@ step_done
 r="$(val rust_train_tokens_per_s)"; p="$(val torch_train_tokens_per_s)"; peak="$(val matmul_gflops)"
 n="$(val rust_params)"
 awk -v r="$r" -v p="$p" -v peak="$peak" -v n="$n" 'BEGIN {
-    printf "\n| train one epoch of notebook 04 (124M, ctx 256, batch 2) | tokens/s | ratio to PyTorch | MFU |\n|---|---:|---:|---:|\n"
+    printf "\n| train one epoch of notebook ch05 (124M, ctx 256, batch 2) | tokens/s | ratio to PyTorch | MFU |\n|---|---:|---:|---:|\n"
     printf "| PyTorch 2.13 (book code, reference) | %.1f | 1.00 | %.2f |\n", p, 6 * n * p / (peak * 1e9)
     printf "| llm_core (Rust) | %.1f | %.2f | %.2f |\n", r, r / p, 6 * n * r / (peak * 1e9)
     printf "matmul peak (2048^3 float32): %.1f GFLOP/s\n", peak }'

@@ -1,4 +1,4 @@
-//! Training throughput of notebook 04's configuration: GPT-2 124M shape with
+//! Training throughput of notebook ch05's configuration: GPT-2 124M shape with
 //! context 256, batch 2, AdamW, on the training part of the-verdict. Times one
 //! epoch of `zero_grad` / forward / loss / backward / `step` (no evaluation or
 //! sampling), after one warm-up step, and prints tokens per second and the

@@ -5,8 +5,8 @@ Written for this project after the book's chapter 4/5 and appendix D code: the
 same modules, created in the same order (so `torch.manual_seed` gives the same
 weights), the same loader draws and the same training loop.
 
-    python scripts/reference/gpt_torch.py figures   # seeded figures of notebook 04
-    python scripts/reference/gpt_torch.py bench     # tokens/s of one epoch of notebook 04
+    python scripts/reference/gpt_torch.py figures   # seeded figures of notebook ch05
+    python scripts/reference/gpt_torch.py bench     # tokens/s of one epoch of notebook ch05
     python scripts/reference/gpt_torch.py train-oracle --out llm_core/tests/data/train_oracle.json
     python scripts/reference/gpt_torch.py instruct-oracle --out llm_core/tests/data/instruct_oracle.json
 
@@ -251,7 +251,7 @@ def verdict_loaders(tokenizer, cfg, batch_size=2):
 
 
 def figures(args):
-    """Notebook 04's seeded run: initial losses and the whole training log."""
+    """Notebook ch05's seeded run: initial losses and the whole training log."""
     tokenizer = gpt2_encoding(default_data_dir())
     cfg = dict(GPT_CONFIG_124M)
     torch.manual_seed(123)
@@ -276,7 +276,7 @@ def figures(args):
 
 
 def bench(args):
-    """Tokens/s of one epoch of notebook 04's training loop (no evaluation, no sampling)."""
+    """Tokens/s of one epoch of notebook ch05's training loop (no evaluation, no sampling)."""
     tokenizer = gpt2_encoding(default_data_dir())
     cfg = dict(GPT_CONFIG_124M)
     train_loader, _ = verdict_loaders(tokenizer, cfg)
