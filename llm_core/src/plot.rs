@@ -281,6 +281,8 @@ impl LineChart {
     where
         DB: DrawingBackend + 'a,
     {
+        let ((x0, x1), (y0, y1)) = self.ranges();
+        let (x_max, y_max) = (x0.abs().max(x1.abs()), y0.abs().max(y1.abs()));
         chart
             .configure_mesh()
             .x_desc(&self.x_label)
@@ -288,8 +290,8 @@ impl LineChart {
             .label_style(("sans-serif", 13))
             .axis_desc_style(("sans-serif", 15))
             .light_line_style(RGBColor(242, 242, 242))
-            .x_label_formatter(&|v| format_tick(*v))
-            .y_label_formatter(&|v| format_tick(*v))
+            .x_label_formatter(&|v| format_tick_on_axis(*v, x_max))
+            .y_label_formatter(&|v| format_tick_on_axis(*v, y_max))
             .draw()
             .map_err(self.draw_err())
     }
@@ -688,6 +690,23 @@ pub fn format_tick(v: f64) -> String {
     }
 }
 
+/// A tick label on an axis whose largest value (in magnitude) is
+/// `axis_max`: [`format_tick`], except on axes of small numbers (below 0.01,
+/// such as learning rates), where three decimals would print 0 for every
+/// tick: there `4e-4`, `1.5e-4`.
+pub fn format_tick_on_axis(v: f64, axis_max: f64) -> String {
+    if axis_max == 0.0 || axis_max >= 0.01 {
+        return format_tick(v);
+    }
+    if v.abs() < axis_max * 1e-6 {
+        return "0".to_string(); // float noise at the origin
+    }
+    let s = format!("{v:.2e}");
+    let (mantissa, exponent) = s.split_once('e').unwrap_or((&s, "0"));
+    let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+    format!("{mantissa}e{exponent}")
+}
+
 /// Up to three decimals, without trailing zeros: 10.0 → "10", 0.880 → "0.88".
 fn trim(v: f64) -> String {
     let s = format!("{v:.3}");
@@ -702,6 +721,16 @@ fn trim(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_of_small_numbers_never_round_to_zero() {
+        let ticks: Vec<String> = [0.0, 1e-20, 1e-4, 1.5e-4, 4e-4, 5e-4]
+            .map(|v| format_tick_on_axis(v, 5e-4))
+            .to_vec();
+        assert_eq!(ticks, ["0", "0", "1e-4", "1.5e-4", "4e-4", "5e-4"]);
+        assert_eq!(format_tick_on_axis(0.88, 10.0), "0.88");
+        assert_eq!(format_tick_on_axis(2500.0, 3000.0), "2.5k");
+    }
 
     #[test]
     fn svg_has_title_axes_legend_and_lines() {
