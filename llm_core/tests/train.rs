@@ -342,7 +342,7 @@ fn lr_schedule_is_the_books() {
     assert!(lrs[10..].windows(2).all(|w| w[1] < w[0]));
     // the book's schedule reaches min_lr only one step after the last
     assert!(lrs[49] > 1e-6 && lrs[49] < 3e-6);
-    assert!(!s.clips_at(10) && s.clips_at(11));
+    assert!(!s.clips_at(9) && s.clips_at(10));
     let never = LrSchedule {
         max_norm: None,
         ..s

@@ -183,10 +183,12 @@ impl LrSchedule {
         }
     }
 
-    /// Whether the book clips the gradients at this step: after warm-up
-    /// (`global_step > warmup_steps`, as printed in the book).
+    /// Whether the book clips the gradients at this step: from the first
+    /// step after warm-up on (`global_step >= warmup_steps`, as the book's
+    /// code since its erratum; the printed book wrote `>`, which skipped
+    /// clipping on that one step).
     pub fn clips_at(&self, global_step: usize) -> bool {
-        self.max_norm.is_some() && global_step > self.warmup_steps
+        self.max_norm.is_some() && global_step >= self.warmup_steps
     }
 
     /// The learning rate of every step, for the book's plot.
