@@ -7,6 +7,7 @@ environment.yml; the benchmark venv of scripts/bench_venv.sh has it). This file 
 sets up the runs and writes down what they print and return.
 
     python scripts/reference/gpt_torch.py figures   # seeded figures of notebook ch05
+    python scripts/reference/gpt_torch.py appendix-d  # notebook ch05's appendix-D run
     python scripts/reference/gpt_torch.py bench     # tokens/s of one epoch of notebook ch05
     python scripts/reference/gpt_torch.py train-oracle --out llm_core/tests/data/train_oracle.json
     python scripts/reference/gpt_torch.py instruct-oracle --out llm_core/tests/data/instruct_oracle.json
@@ -91,6 +92,24 @@ def figures(args):
     if args.out:
         with open(args.out, "w") as f:
             json.dump(out, f, indent=1)
+
+
+def appendix_d(args):
+    """Notebook ch05's appendix-D run with the book's train_model: GPT-2 124M at context
+    256 on The Verdict, 15 epochs, peak learning rate 0.001 (train_model reads it from the
+    optimizer), initial and minimum 1e-5, 20 % warm-up, evaluation every 5 steps on one
+    batch. Prints the book's lines; the notebook prints the same ones."""
+    cfg = dict(GPT_CONFIG_124M)
+    train_loader, val_loader = verdict_loaders(cfg)
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.peak_lr, weight_decay=0.1)
+    total_steps = len(train_loader) * args.epochs
+    warmup_steps = int(0.2 * total_steps)
+    print(f"{total_steps} steps, {warmup_steps} of warm-up", flush=True)
+    train_model(model, train_loader, val_loader, optimizer, "cpu", n_epochs=args.epochs,
+                eval_freq=5, eval_iter=1, start_context="Every effort moves you",
+                tokenizer=TOKENIZER, warmup_steps=warmup_steps, initial_lr=1e-5, min_lr=1e-5)
 
 
 def bench(args):
@@ -299,6 +318,9 @@ def main():
     f = sub.add_parser("figures")
     f.add_argument("--epochs", type=int, default=10)
     f.add_argument("--out")
+    d = sub.add_parser("appendix-d")
+    d.add_argument("--epochs", type=int, default=15)
+    d.add_argument("--peak-lr", type=float, default=0.001)
     sub.add_parser("bench")
     sub.add_parser("matmul")
     o = sub.add_parser("train-oracle")
@@ -306,7 +328,7 @@ def main():
     o = sub.add_parser("instruct-oracle")
     o.add_argument("--out", required=True)
     args = p.parse_args()
-    {"figures": figures, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle,
+    {"figures": figures, "appendix-d": appendix_d, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle,
      "instruct-oracle": instruct_oracle}[args.cmd](args)
 
 
