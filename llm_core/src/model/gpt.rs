@@ -400,8 +400,12 @@ fn sqrt_2_over_pi() -> f64 {
 /// assert!(y[0].abs() < 0.01 && y[1] == 0.0 && (y[2] - 0.8412).abs() < 1e-4);
 /// ```
 pub fn gelu(x: &Tensor) -> Tensor {
+    // the book's order of operations (`0.5 * x` first): the backward pass
+    // sums the three gradients that reach `x` in the order the operations
+    // were created, so any other order changes the last bits of the gradients
+    let half_x = x * 0.5;
     let inner = (x + x.pow_tensor_scalar(3) * 0.044715) * sqrt_2_over_pi();
-    (x * 0.5) * (inner.tanh() + 1.0)
+    half_x * (inner.tanh() + 1.0)
 }
 
 /// [`gelu`] as a layer.
