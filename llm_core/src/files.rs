@@ -347,6 +347,56 @@ pub fn read_tensors(path: impl AsRef<Path>) -> Result<Vec<(String, Tensor)>, Fil
     }
 }
 
+/// Write float tensors (copied to float32 on the CPU) and string metadata
+/// (the header's `__metadata__`) as a safetensors file, atomically.
+pub fn write_safetensors(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    metadata: Metadata,
+) -> Result<(), FileError> {
+    use safetensors::tensor::{Dtype, TensorView};
+    let path = path.as_ref();
+    let mut data = Vec::with_capacity(tensors.len());
+    for (name, t) in tensors {
+        let t = t
+            .detach()
+            .to_device(tch::Device::Cpu)
+            .to_kind(Kind::Float)
+            .contiguous();
+        let values = Vec::<f32>::try_from(t.flatten(0, -1)).map_err(torch_err(path))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        data.push((name.clone(), shape, bytes));
+    }
+    let views = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes).map(|v| (name.as_str(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format_err(path, format!("{e:?}")))?;
+    write_atomically(path, |tmp| {
+        safetensors::tensor::serialize_to_file(views, &Some(metadata), tmp)
+            .map_err(|e| format_err(path, format!("{e:?}")))
+    })
+}
+
+/// The string metadata of a safetensors header (`__metadata__`).
+pub type Metadata = std::collections::HashMap<String, String>;
+
+/// Read a safetensors file's tensors (as [`read_tensors`]) and the string
+/// metadata of its header (empty when it has none).
+pub fn read_safetensors_with_metadata(
+    path: impl AsRef<Path>,
+) -> Result<(Vec<(String, Tensor)>, Metadata), FileError> {
+    let path = path.as_ref();
+    let tensors = read_tensors(path)?;
+    let bytes = fs::read(path).map_err(io_err(path))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format_err(path, format!("{e:?}")))?;
+    Ok((tensors, header.metadata().clone().unwrap_or_default()))
+}
+
 /// tch's message without the path it repeats and without libtorch's C++
 /// backtrace.
 fn plain_torch_message(e: &tch::TchError, path: &Path) -> String {

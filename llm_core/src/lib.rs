@@ -32,6 +32,8 @@
 //! | [`text::loader`] | mini-batches in the order PyTorch's `DataLoader` draws them |
 //! | **[`model`]: ch. 3–4** | |
 //! | [`model::init`] | layers initialised exactly as PyTorch's defaults (so seeded runs match the book) |
+//! | [`model::lora`] | appendix E: `LoraLayer`, the low-rank update `(alpha/rank) x A B` |
+//! | [`model::linear`] | `Linear`, the models' `nn.Linear`, which may carry a `LoraLayer` (the book's `LinearWithLoRA`) |
 //! | [`model::attention`] | ch. 3: self-attention, causal and multi-head attention (and a fused variant) |
 //! | [`model::gpt`] | ch. 4: `GptConfig`, `LayerNorm`, GELU, `TransformerBlock`, `GptModel`, `generate_text_simple` |
 //! | [`model::kv_cache`] | ch. 3–4 bonus: the KV cache (simple, preallocated, sliding window) for fast generation |
@@ -43,9 +45,10 @@
 //! | [`train::history`] | `TrainHistory`: what a run records (losses, tokens seen, learning rates, samples) |
 //! | [`train::pretrain`] | `train_model_simple`, appendix D's `train_model` and its learning-rate schedule |
 //! | [`train::checkpoint`] | training checkpoints: weights, optimizer, generator and history, for exact resumes |
-//! | **[`finetune`]: ch. 6–7** | |
+//! | **[`finetune`]: ch. 6–7, appendix E** | |
 //! | [`finetune::spam`] | ch. 6: the SMS Spam Collection, the book's balanced split, `SpamDataset` |
 //! | [`finetune::classifier`] | ch. 6: the classification head, frozen layers, last-token loss and accuracy, `train_classifier_simple`, `classify_review` |
+//! | [`finetune::lora`] | appendix E: `replace_linear_with_lora`, merging, adapter files |
 //! | [`finetune::instruct`] | ch. 7: instruction data, the Alpaca and Phi-3 prompt formats, `InstructionDataset`, the padding `custom_collate_fn`, response generation |
 //! | **[`eval`]: ch. 7** | |
 //! | [`eval::metrics`] | exact match and ROUGE-L of responses against references (offline) |

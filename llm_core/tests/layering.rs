@@ -23,6 +23,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("text::dataset", 2),
     // ch. 3 (the KV cache is its bonus)
     ("model::init", 3),
+    ("model::lora", 3),
+    ("model::linear", 3),
     ("model::kv_cache", 3),
     ("model::attention", 3),
     // ch. 4
@@ -38,6 +40,8 @@ const LAYERS: &[(&str, u32)] = &[
     // ch. 6
     ("finetune::spam", 6),
     ("finetune::classifier", 6),
+    // appendix E (used by chapters 6 and 7)
+    ("finetune::lora", 6),
     // ch. 7
     ("finetune::instruct", 7),
     ("eval::metrics", 7),

@@ -11,6 +11,8 @@ sets up the runs and writes down what they print and return.
     python scripts/reference/gpt_torch.py bench     # tokens/s of one epoch of notebook ch05
     python scripts/reference/gpt_torch.py train-oracle --out llm_core/tests/data/train_oracle.json
     python scripts/reference/gpt_torch.py instruct-oracle --out llm_core/tests/data/instruct_oracle.json
+    python scripts/reference/gpt_torch.py lora-oracle --out llm_core/tests/data/lora_oracle.json
+    python scripts/reference/gpt_torch.py bench-lora --mode lora   # or full, last_block
 
 Reads the-verdict.txt, instruction-data.json and GPT-2's BPE files from $LLM_DATA_DIR
 (default ../shared/data); nothing is downloaded.
@@ -36,9 +38,12 @@ from bench_tiktoken import default_data_dir, gpt2_encoding  # noqa: E402
 TOKENIZER = gpt2_encoding(default_data_dir())
 
 from llms_from_scratch.appendix_d import train_model  # noqa: E402
+from llms_from_scratch.appendix_e import replace_linear_with_lora  # noqa: E402
 from llms_from_scratch.ch02 import GPTDatasetV1, create_dataloader_v1  # noqa: E402
 from llms_from_scratch.ch04 import GPTModel  # noqa: E402
 from llms_from_scratch.ch05 import calc_loss_batch, calc_loss_loader, train_model_simple  # noqa: E402
+from llms_from_scratch.ch06 import calc_loss_batch as calc_loss_batch_classifier  # noqa: E402
+from llms_from_scratch.ch06 import train_classifier_simple  # noqa: E402
 from llms_from_scratch.ch07 import InstructionDataset, custom_collate_fn, format_input  # noqa: E402
 
 GPT_CONFIG_124M = dict(
@@ -214,6 +219,110 @@ def train_oracle(args):
         f.write("\n")
 
 
+# --- appendix E: LoRA ---
+
+def lora_oracle(args):
+    """A tiny seeded LoRA fine-tuning of a classifier, as appendix E does it (new head,
+    everything frozen, every Linear replaced, chapter 6's train_classifier_simple), whose
+    figures llm_core's test `lora_classifier_matches_pytorch` must reproduce
+    (tests/data/lora_oracle.json).
+
+    The package (1.0.19) scales the update by `alpha`; the book's repository today by
+    `alpha / rank`, as llm_core does. Passing alpha / rank to the package gives the latter."""
+    cfg = dict(vocab_size=50, context_length=8, emb_dim=32, n_heads=2, n_layers=2,
+               drop_rate=0.1, qkv_bias=True)
+    rank, alpha = 4, 8.0
+    torch.manual_seed(0)
+    train_x, train_y = torch.randint(0, 50, (24, 8)), torch.randint(0, 2, (24,))
+    val_x, val_y = torch.randint(0, 50, (8, 8)), torch.randint(0, 2, (8,))
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    torch.manual_seed(123)
+    model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)
+    trainable_before = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for param in model.parameters():
+        param.requires_grad = False
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters()}
+    replace_linear_with_lora(model, rank=rank, alpha=alpha / rank)
+    trainable_lora = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lora_init = {n: p.detach().double().sum().item() for n, p in model.named_parameters() if ".lora." in n}
+    train_loader = DataLoader(torch.utils.data.TensorDataset(train_x, train_y), batch_size=4,
+                              shuffle=True, drop_last=True)
+    val_loader = DataLoader(torch.utils.data.TensorDataset(val_x, val_y), batch_size=4,
+                            shuffle=False, drop_last=False)
+    torch.manual_seed(123)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.1)
+    (train_losses, val_losses, train_accs, val_accs, examples_seen), _ = quietly(
+        train_classifier_simple, model, train_loader, val_loader, optimizer, "cpu",
+        num_epochs=3, eval_freq=2, eval_iter=2)
+    assert all(torch.equal(p, frozen[n.replace(".linear.", ".")]) for n, p in model.named_parameters()
+               if ".lora." not in n), "a frozen weight changed"
+    out = dict(
+        about="scripts/reference/gpt_torch.py lora-oracle: llms_from_scratch.appendix_e "
+        "(alpha / rank passed as alpha) and ch06.train_classifier_simple, torch " + torch.__version__,
+        config=cfg, rank=rank, alpha=alpha, lr=5e-3, weight_decay=0.1, batch_size=4,
+        num_epochs=3, eval_freq=2, eval_iter=2,
+        train_x=train_x.tolist(), train_y=train_y.tolist(), val_x=val_x.tolist(), val_y=val_y.tolist(),
+        trainable_before=trainable_before, trainable_lora=trainable_lora,
+        lora_init_sums=lora_init,
+        train_losses=train_losses, val_losses=val_losses, train_accs=train_accs, val_accs=val_accs,
+        examples_seen=examples_seen,
+        lora_sums={n: p.detach().double().sum().item() for n, p in model.named_parameters() if ".lora." in n},
+        next_rand=torch.rand(3).tolist(),
+    )
+    with open(args.out, "w") as f:
+        json.dump(out, f, indent=1)
+        f.write("\n")
+
+
+def bench_lora(args):
+    """examples/bench_lora.rs in the book's code: seconds per step and peak memory of
+    fine-tuning the 124M classifier (batch 8, 120 tokens) with LoRA (rank 16, alpha 16,
+    every Linear), with chapter 6's recipe (last block, final norm, head) or in full."""
+    import resource
+    cfg = dict(GPT_CONFIG_124M, context_length=1024, drop_rate=0.0, qkv_bias=True)
+    torch.manual_seed(123)
+    model = GPTModel(cfg)
+    torch.manual_seed(123)
+    model.out_head = torch.nn.Linear(cfg["emb_dim"], 2)
+    lr = 5e-5
+    if args.mode == "last_block":
+        for p in model.parameters():
+            p.requires_grad = False
+        for m in (model.out_head, model.trf_blocks[-1], model.final_norm):
+            for p in m.parameters():
+                p.requires_grad = True
+    elif args.mode == "lora":
+        for p in model.parameters():
+            p.requires_grad = False
+        replace_linear_with_lora(model, rank=16, alpha=16 / 16)  # alpha / rank, as llm_core
+        lr = 8e-4
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
+    x, y = torch.randint(0, 50257, (8, 120)), torch.randint(0, 2, (8,))
+    model.train()
+
+    def step():
+        optimizer.zero_grad()
+        calc_loss_batch_classifier(x, y, model, "cpu").backward()
+        optimizer.step()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    per_step = (time.perf_counter() - t0) / args.steps
+    state_mb = sum(t.numel() * t.element_size() for st in optimizer.state.values()
+                   for t in st.values() if torch.is_tensor(t) and t.dim() > 0) / 2**20
+    m = args.mode
+    print(f"mode {m} (PyTorch): {trainable} trainable")
+    print(f"torch_lora_{m}_trainable {trainable}")
+    print(f"torch_lora_{m}_step_s {per_step:.4f}")
+    print(f"torch_lora_{m}_epoch_s {per_step * 130:.1f}")
+    print(f"torch_lora_{m}_optimizer_state_mb {state_mb:.1f}")
+    print(f"torch_lora_{m}_peak_rss_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+
+
 # --- chapter 7: instruction data, the padding collate function, fine-tuning ---
 # The book's package has the Alpaca format, InstructionDataset and custom_collate_fn.
 # Exercises 7.1 (the Phi-3 format) and 7.2 (masking the instruction) live in the book's
@@ -327,9 +436,15 @@ def main():
     o.add_argument("--out", required=True)
     o = sub.add_parser("instruct-oracle")
     o.add_argument("--out", required=True)
+    o = sub.add_parser("lora-oracle")
+    o.add_argument("--out", required=True)
+    b = sub.add_parser("bench-lora")
+    b.add_argument("--mode", choices=["full", "last_block", "lora"], default="lora")
+    b.add_argument("--steps", type=int, default=5)
     args = p.parse_args()
     {"figures": figures, "appendix-d": appendix_d, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle,
-     "instruct-oracle": instruct_oracle}[args.cmd](args)
+     "instruct-oracle": instruct_oracle, "lora-oracle": lora_oracle,
+     "bench-lora": bench_lora}[args.cmd](args)
 
 
 if __name__ == "__main__":

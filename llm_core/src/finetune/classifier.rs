@@ -38,6 +38,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::finetune::spam::PAD_TOKEN_ID;
 use crate::model::gpt::GptModel;
+use crate::model::linear::Linear;
 use crate::progress::Progress;
 use crate::text::loader::DataLoader;
 use crate::text::tokenizer::{Tokenizer, TokenizerError};
@@ -136,8 +137,7 @@ pub fn prepare_for_classification(
                 .retain(|v| v.tensor.data_ptr() != old);
         }
     }
-    model.out_head =
-        crate::model::init::linear(vs.root() / "out_head", model.cfg.emb_dim, num_classes, true);
+    model.out_head = Linear::new(vs.root() / "out_head", model.cfg.emb_dim, num_classes, true);
     let n = model.trf_blocks.len();
     let blocks = match trainable {
         Trainable::LastBlock => n.saturating_sub(1)..n,

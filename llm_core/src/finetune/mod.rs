@@ -1,5 +1,6 @@
-//! Chapters 6 and 7: fine-tuning for classification and for following instructions.
+//! Chapters 6 and 7 and appendix E: fine-tuning for classification and for following instructions, in full or with LoRA.
 
 pub mod classifier;
 pub mod instruct;
+pub mod lora;
 pub mod spam;

@@ -37,11 +37,12 @@
 
 use std::borrow::Borrow;
 
-use tch::nn::{self, Module, ModuleT, Path};
+use tch::nn::{Module, ModuleT, Path};
 use tch::{Device, Kind, Tensor};
 
 use crate::model::init;
 use crate::model::kv_cache::KvCache;
+use crate::model::linear::Linear;
 
 /// Errors from building an attention layer with inconsistent sizes.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -227,9 +228,9 @@ impl Module for SelfAttentionV1 {
 /// ```
 #[derive(Debug)]
 pub struct SelfAttentionV2 {
-    pub w_query: nn::Linear,
-    pub w_key: nn::Linear,
-    pub w_value: nn::Linear,
+    pub w_query: Linear,
+    pub w_key: Linear,
+    pub w_value: Linear,
 }
 
 impl SelfAttentionV2 {
@@ -237,9 +238,9 @@ impl SelfAttentionV2 {
     pub fn new<'a, P: Borrow<Path<'a>>>(path: P, d_in: i64, d_out: i64, qkv_bias: bool) -> Self {
         let path = path.borrow();
         SelfAttentionV2 {
-            w_query: init::linear(path / "W_query", d_in, d_out, qkv_bias),
-            w_key: init::linear(path / "W_key", d_in, d_out, qkv_bias),
-            w_value: init::linear(path / "W_value", d_in, d_out, qkv_bias),
+            w_query: Linear::new(path / "W_query", d_in, d_out, qkv_bias),
+            w_key: Linear::new(path / "W_key", d_in, d_out, qkv_bias),
+            w_value: Linear::new(path / "W_value", d_in, d_out, qkv_bias),
         }
     }
 }
@@ -286,9 +287,9 @@ fn attention_weights(queries: &Tensor, keys: &Tensor, mask: Option<&Tensor>) -> 
 #[derive(Debug)]
 pub struct CausalAttention {
     pub d_out: i64,
-    pub w_query: nn::Linear,
-    pub w_key: nn::Linear,
-    pub w_value: nn::Linear,
+    pub w_query: Linear,
+    pub w_key: Linear,
+    pub w_value: Linear,
     pub dropout: Dropout,
     /// `[context_length, context_length]`, `true` above the diagonal (a
     /// buffer, not a trainable variable).
@@ -308,9 +309,9 @@ impl CausalAttention {
         let path = path.borrow();
         CausalAttention {
             d_out,
-            w_query: init::linear(path / "W_query", d_in, d_out, qkv_bias),
-            w_key: init::linear(path / "W_key", d_in, d_out, qkv_bias),
-            w_value: init::linear(path / "W_value", d_in, d_out, qkv_bias),
+            w_query: Linear::new(path / "W_query", d_in, d_out, qkv_bias),
+            w_key: Linear::new(path / "W_key", d_in, d_out, qkv_bias),
+            w_value: Linear::new(path / "W_value", d_in, d_out, qkv_bias),
             dropout: Dropout::new(dropout),
             mask: causal_mask(context_length, path.device()),
         }
@@ -380,12 +381,12 @@ fn head_dim(d_out: i64, num_heads: i64) -> Result<i64, AttentionError> {
 /// The four projections every multi-head attention layer has, created in
 /// the book's order: `W_query`, `W_key`, `W_value` (`qkv_bias`), `out_proj`
 /// (always with bias).
-fn mha_projections(path: &Path, d_in: i64, d_out: i64, qkv_bias: bool) -> [nn::Linear; 4] {
+fn mha_projections(path: &Path, d_in: i64, d_out: i64, qkv_bias: bool) -> [Linear; 4] {
     [
-        init::linear(path / "W_query", d_in, d_out, qkv_bias),
-        init::linear(path / "W_key", d_in, d_out, qkv_bias),
-        init::linear(path / "W_value", d_in, d_out, qkv_bias),
-        init::linear(path / "out_proj", d_out, d_out, true),
+        Linear::new(path / "W_query", d_in, d_out, qkv_bias),
+        Linear::new(path / "W_key", d_in, d_out, qkv_bias),
+        Linear::new(path / "W_value", d_in, d_out, qkv_bias),
+        Linear::new(path / "out_proj", d_out, d_out, true),
     ]
 }
 
@@ -399,13 +400,6 @@ fn split_heads(x: &Tensor, num_heads: i64, head_dim: i64) -> Tensor {
 fn combine_heads(x: &Tensor, d_out: i64) -> Tensor {
     let (b, n) = (x.size()[0], x.size()[2]);
     x.transpose(1, 2).contiguous().view([b, n, d_out])
-}
-
-fn shallow_linear(l: &nn::Linear) -> nn::Linear {
-    nn::Linear {
-        ws: l.ws.shallow_clone(),
-        bs: l.bs.as_ref().map(Tensor::shallow_clone),
-    }
 }
 
 /// Efficient multi-head causal attention (§3.6.2, `MultiHeadAttention`).
@@ -439,10 +433,10 @@ pub struct MultiHeadAttention {
     pub d_out: i64,
     pub num_heads: i64,
     pub head_dim: i64,
-    pub w_query: nn::Linear,
-    pub w_key: nn::Linear,
-    pub w_value: nn::Linear,
-    pub out_proj: nn::Linear,
+    pub w_query: Linear,
+    pub w_key: Linear,
+    pub w_value: Linear,
+    pub out_proj: Linear,
     pub dropout: Dropout,
     /// `[context_length, context_length]`, `true` above the diagonal (a
     /// buffer, not a trainable variable).
@@ -482,7 +476,7 @@ impl MultiHeadAttention {
     pub fn parameters(&self) -> Vec<&Tensor> {
         [&self.w_query, &self.w_key, &self.w_value, &self.out_proj]
             .into_iter()
-            .flat_map(|l| std::iter::once(&l.ws).chain(l.bs.as_ref()))
+            .flat_map(Linear::parameters)
             .collect()
     }
 }
@@ -591,10 +585,10 @@ impl From<&MultiHeadAttention> for MhaSdpa {
             d_out: mha.d_out,
             num_heads: mha.num_heads,
             head_dim: mha.head_dim,
-            w_query: shallow_linear(&mha.w_query),
-            w_key: shallow_linear(&mha.w_key),
-            w_value: shallow_linear(&mha.w_value),
-            out_proj: shallow_linear(&mha.out_proj),
+            w_query: mha.w_query.shallow_clone(),
+            w_key: mha.w_key.shallow_clone(),
+            w_value: mha.w_value.shallow_clone(),
+            out_proj: mha.out_proj.shallow_clone(),
             dropout: mha.dropout,
             mask: mha.mask.shallow_clone(),
         })

@@ -39,12 +39,13 @@
 use std::borrow::Borrow;
 
 use serde::{Deserialize, Serialize};
-use tch::nn::{self, Module, ModuleT, Path};
+use tch::nn::{Module, ModuleT, Path};
 use tch::{Kind, Tensor};
 
 use crate::model::attention::{AttentionError, Dropout, MultiHeadAttention};
 use crate::model::init;
 use crate::model::kv_cache::{KvCache, KvCacheError};
+use crate::model::linear::Linear;
 
 /// Errors from choosing or building a model, or from input it cannot take.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -325,11 +326,6 @@ impl GptConfig {
     }
 }
 
-/// The trainable tensors of a `Linear` layer: weight, then bias.
-fn linear_parameters(l: &nn::Linear) -> impl Iterator<Item = &Tensor> {
-    std::iter::once(&l.ws).chain(l.bs.as_ref())
-}
-
 /// Layer normalisation over the last dimension (§4.2), the book's own
 /// `LayerNorm`: `scale * (x - mean) / sqrt(var + eps) + shift` with the
 /// biased variance and `eps = 1e-5`; `scale` starts at ones, `shift` at zeros.
@@ -425,15 +421,15 @@ impl Module for Gelu {
 /// `ff.layers[0].weight`.
 #[derive(Debug)]
 pub struct FeedForward {
-    pub layers: (nn::Linear, Gelu, nn::Linear),
+    pub layers: (Linear, Gelu, Linear),
 }
 
 impl FeedForward {
     /// Create `layers.0` then `layers.2` under `path`.
     pub fn new<'a, P: Borrow<Path<'a>>>(path: P, emb_dim: i64) -> Self {
         let layers = path.borrow() / "layers";
-        let fc1 = init::linear(&layers / 0, emb_dim, 4 * emb_dim, true);
-        let fc2 = init::linear(&layers / 2, 4 * emb_dim, emb_dim, true);
+        let fc1 = Linear::new(&layers / 0, emb_dim, 4 * emb_dim, true);
+        let fc2 = Linear::new(&layers / 2, 4 * emb_dim, emb_dim, true);
         FeedForward {
             layers: (fc1, Gelu, fc2),
         }
@@ -441,9 +437,9 @@ impl FeedForward {
 
     /// The trainable tensors in PyTorch's `parameters()` order.
     pub fn parameters(&self) -> Vec<&Tensor> {
-        linear_parameters(&self.layers.0)
-            .chain(linear_parameters(&self.layers.2))
-            .collect()
+        let mut p = self.layers.0.parameters();
+        p.extend(self.layers.2.parameters());
+        p
     }
 }
 
@@ -585,7 +581,7 @@ pub struct GptModel {
     pub drop_emb: Dropout,
     pub trf_blocks: Vec<TransformerBlock>,
     pub final_norm: LayerNorm,
-    pub out_head: nn::Linear,
+    pub out_head: Linear,
 }
 
 impl GptModel {
@@ -604,7 +600,7 @@ impl GptModel {
             .map(|i| TransformerBlock::new(&blocks / i, cfg))
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = LayerNorm::new(path / "final_norm", cfg.emb_dim);
-        let out_head = init::linear(path / "out_head", cfg.emb_dim, cfg.vocab_size, false);
+        let out_head = Linear::new(path / "out_head", cfg.emb_dim, cfg.vocab_size, false);
         Ok(GptModel {
             cfg: *cfg,
             tok_emb,
@@ -623,8 +619,53 @@ impl GptModel {
             p.extend(block.parameters());
         }
         p.extend(self.final_norm.parameters());
-        p.extend(linear_parameters(&self.out_head));
+        p.extend(self.out_head.parameters());
         p
+    }
+
+    /// Every linear layer with its name in the book's
+    /// `state_dict`, in PyTorch's module order: per block `att.W_query`,
+    /// `att.W_key`, `att.W_value`, `att.out_proj`, `ff.layers.0`, `ff.layers.2`,
+    /// then `out_head`.
+    pub fn linear_layers(&self) -> Vec<(String, &Linear)> {
+        let mut out = Vec::new();
+        for (i, block) in self.trf_blocks.iter().enumerate() {
+            let att = &block.att;
+            for (name, l) in [
+                ("att.W_query", &att.w_query),
+                ("att.W_key", &att.w_key),
+                ("att.W_value", &att.w_value),
+                ("att.out_proj", &att.out_proj),
+                ("ff.layers.0", &block.ff.layers.0),
+                ("ff.layers.2", &block.ff.layers.2),
+            ] {
+                out.push((format!("trf_blocks.{i}.{name}"), l));
+            }
+        }
+        out.push(("out_head".to_string(), &self.out_head));
+        out
+    }
+
+    /// [`GptModel::linear_layers`], mutable (appendix E gives them LoRA
+    /// updates, or merges those).
+    pub fn linear_layers_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, block) in self.trf_blocks.iter_mut().enumerate() {
+            let att = &mut block.att;
+            let (fc1, _, fc2) = &mut block.ff.layers;
+            for (name, l) in [
+                ("att.W_query", &mut att.w_query),
+                ("att.W_key", &mut att.w_key),
+                ("att.W_value", &mut att.w_value),
+                ("att.out_proj", &mut att.out_proj),
+                ("ff.layers.0", fc1),
+                ("ff.layers.2", fc2),
+            ] {
+                out.push((format!("trf_blocks.{i}.{name}"), l));
+            }
+        }
+        out.push(("out_head".to_string(), &mut self.out_head));
+        out
     }
 
     /// Total number of parameters (`sum(p.numel() for p in model.parameters())`).

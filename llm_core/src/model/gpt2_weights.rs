@@ -101,6 +101,9 @@ pub enum Gpt2WeightsError {
     },
     #[error("building the model: {0}")]
     Model(#[from] ModelError),
+    /// Export of a model whose layers still carry LoRA updates.
+    #[error("{layer} carries a LoRA update, which the GPT-2 layout has no place for; merge it into the weights first (finetune::lora::merge_lora)")]
+    UnmergedLora { layer: String },
 }
 
 fn config_err(path: &Path, key: &str, message: impl Into<String>) -> Gpt2WeightsError {
@@ -547,6 +550,13 @@ fn is_tied(model: &GptModel) -> bool {
 /// ```
 pub fn export_gpt2(model: &GptModel, dir: impl AsRef<Path>) -> Result<(), Gpt2WeightsError> {
     let dir = dir.as_ref();
+    if let Some((layer, _)) = model
+        .linear_layers()
+        .into_iter()
+        .find(|(_, l)| l.lora.is_some())
+    {
+        return Err(Gpt2WeightsError::UnmergedLora { layer });
+    }
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tensors = gpt2_tensors(model);
     let weights = dir.join(WEIGHTS_FILE);

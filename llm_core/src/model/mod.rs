@@ -6,3 +6,5 @@ pub mod gpt;
 pub mod gpt2_weights;
 pub mod init;
 pub mod kv_cache;
+pub mod linear;
+pub mod lora;
