@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let mut optimizer = AdamW::new(named_parameters(&vs, &model.parameters()), lr, 0.1);
     let x = Tensor::randint(50257, [8, 120], (Kind::Int64, Device::Cpu));
     let y = Tensor::randint(2, [8], (Kind::Int64, Device::Cpu));
-    let mut step = |optimizer: &mut AdamW| {
+    let step = |optimizer: &mut AdamW| {
         optimizer.zero_grad();
         calc_loss_batch(&x, &y, &model, Device::Cpu, true).backward();
         optimizer.step();
