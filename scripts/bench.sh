@@ -21,6 +21,9 @@
 #      (seeded, untrained), without and with the KV cache, in Rust
 #      (examples/bench_generate.rs), in the book's own code (the
 #      llms-from-scratch package) and in Hugging Face transformers.
+#   5. LoRA (appendix E): seconds per epoch, optimizer state and peak memory of
+#      fine-tuning the 124M spam classifier with LoRA, with chapter 6's recipe
+#      and in full, in Rust (examples/bench_lora.rs) and in the book's code.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LLM_RS_ROOT"
@@ -94,3 +97,24 @@ awk -v rn="$(num rust_gen_nocache_tok_s)" -v rs="$(num rust_gen_simple_tok_s)" -
     printf "| llm_core, preallocated cache | %s | %s | |\n", t(rp), r(rp, rn)
     if (bce != "") printf "the book package'"'"'s kv_cache generate_text_simple failed: %s\n", bce
     if (bme != "") printf "the book package'"'"'s kv_cache GPTModel driven directly failed: %s\n", bme }'
+
+step "LoRA against chapter 6's recipe and full fine-tuning (124M classifier, batch 8 x 120): Rust then PyTorch, one process per mode"
+cargo build --release --quiet -p llm_core --example bench_lora
+for mode in full last_block lora; do
+    OMP_NUM_THREADS="$threads" target/release/examples/bench_lora "$mode" | tee "$out/lora_rust_$mode.txt"
+    OMP_NUM_THREADS="$threads" "$bench_venv/bin/python" scripts/reference/gpt_torch.py bench-lora --mode "$mode" | tee "$out/lora_torch_$mode.txt"
+done
+step_done
+{
+    printf "\n| fine-tune the 124M classifier | trainable | s/epoch (130 batches) | optimizer state MB | peak RSS MB | s/epoch vs full | s/epoch vs PyTorch | peak RSS vs PyTorch |\n|---|---:|---:|---:|---:|---:|---:|---:|\n"
+    for pre in torch_lora lora; do
+        for mode in full last_block lora; do
+            awk -v who="$pre" -v mode="$mode" -v tr="$(num ${pre}_${mode}_trainable)" \
+                -v e="$(num ${pre}_${mode}_epoch_s)" -v ef="$(num ${pre}_full_epoch_s)" \
+                -v et="$(num torch_lora_${mode}_epoch_s)" -v st="$(num ${pre}_${mode}_optimizer_state_mb)" \
+                -v m="$(num ${pre}_${mode}_peak_rss_mb)" -v mt="$(num torch_lora_${mode}_peak_rss_mb)" \
+                'function r(a, b) { return (a == "nan" || b == "nan" || b == 0) ? "-" : sprintf("%.2f", a / b) }
+                 BEGIN { printf "| %s, %s | %s | %s | %s | %s | %s | %s | %s |\n", (who == "torch_lora" ? "book code (PyTorch)" : "llm_core"), mode, tr, e, st, m, r(e, ef), r(e, et), r(m, mt) }'
+        done
+    done
+} | tee "$out/lora_table.md"

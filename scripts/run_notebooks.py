@@ -23,6 +23,19 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "llm-rust"
 
+# Appendices run where the book reads them: appendix E fine-tunes chapter 6's
+# classifier (and needs notebook ch05b's checkpoint when GPT-2 cannot be had).
+RUN_AS = {"appendix_e": "ch06z"}
+
+
+def book_order(path):
+    """Sort key: the file name, with an appendix placed after the chapter it builds on."""
+    name = path.name
+    for prefix, place in RUN_AS.items():
+        if name.startswith(prefix):
+            return place + name
+    return name
+
 
 def problems(nb):
     """Every error output and stderr panic, as (cell number, first line)."""
@@ -97,7 +110,7 @@ def main():
     else:
         os.environ.pop("LLM_SMOKE", None)
     timeout = args.timeout or (900 if args.smoke else 7200)
-    paths = [pathlib.Path(p).resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"))
+    paths = [pathlib.Path(p).resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"), key=book_order)
     scratch = ROOT / "target" / "notebooks-smoke"
 
     rows = []
