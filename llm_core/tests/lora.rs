@@ -271,13 +271,11 @@ fn tensor_1d(v: &Value) -> Tensor {
     )
 }
 
-fn assert_close(name: &str, ours: &[f64], theirs: &[f64], tol: f64) {
-    assert_eq!(ours.len(), theirs.len(), "{name}: lengths differ");
-    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        assert!(
-            (a - b).abs() <= tol * b.abs().max(1.0),
-            "{name}[{i}]: ours {a}, PyTorch {b}\nours:    {ours:?}\nPyTorch: {theirs:?}"
-        );
+/// Each LoRA matrix's sum against the oracle's `sums` (by name).
+fn assert_adapter_sums(model: &GptModel, sums: &Value, tol: f64) {
+    for (name, t) in lora_tensors(model) {
+        let sum = t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
+        common::assert_close(&name, &[sum], &[sums[&name].as_f64().unwrap()], tol);
     }
 }
 
@@ -291,16 +289,7 @@ fn assert_close(name: &str, ours: &[f64], theirs: &[f64], tol: f64) {
 fn lora_classifier_matches_pytorch() {
     let _rng = common::rng_lock();
     let o = oracle();
-    let c = &o["config"];
-    let cfg = GptConfig {
-        vocab_size: c["vocab_size"].as_i64().unwrap(),
-        context_length: c["context_length"].as_i64().unwrap(),
-        emb_dim: c["emb_dim"].as_i64().unwrap(),
-        n_heads: c["n_heads"].as_i64().unwrap(),
-        n_layers: c["n_layers"].as_i64().unwrap(),
-        drop_rate: c["drop_rate"].as_f64().unwrap(),
-        qkv_bias: c["qkv_bias"].as_bool().unwrap(),
-    };
+    let cfg: GptConfig = serde_json::from_value(o["config"].clone()).unwrap();
     let (rank, alpha) = (o["rank"].as_i64().unwrap(), o["alpha"].as_f64().unwrap());
     let batch_size = o["batch_size"].as_u64().unwrap() as usize;
     let train_loader = TensorLoader::new(
@@ -325,15 +314,7 @@ fn lora_classifier_matches_pytorch() {
         count_parameters(&model).trainable,
         o["trainable_lora"].as_i64().unwrap()
     );
-    for (name, t) in lora_tensors(&model) {
-        let sum = t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-        assert_close(
-            &name,
-            &[sum],
-            &[o["lora_init_sums"][&name].as_f64().unwrap()],
-            1e-6,
-        );
-    }
+    assert_adapter_sums(&model, &o["lora_init_sums"], 1e-6);
 
     tch::manual_seed(123);
     let mut optimizer = AdamW::new(
@@ -350,40 +331,32 @@ fn lora_classifier_matches_pytorch() {
     };
     let history =
         train_classifier_simple(&model, &train_loader, &val_loader, &mut optimizer, &opts).unwrap();
-    assert_close(
+    common::assert_close(
         "train_losses",
         &history.train_losses,
         &common::floats(&o["train_losses"]),
         1e-5,
     );
-    assert_close(
+    common::assert_close(
         "val_losses",
         &history.val_losses,
         &common::floats(&o["val_losses"]),
         1e-5,
     );
-    assert_close(
+    common::assert_close(
         "train_accs",
         &history.train_accs,
         &common::floats(&o["train_accs"]),
         0.0,
     );
-    assert_close(
+    common::assert_close(
         "val_accs",
         &history.val_accs,
         &common::floats(&o["val_accs"]),
         0.0,
     );
     assert_eq!(history.examples_seen, o["examples_seen"].as_i64().unwrap());
-    for (name, t) in lora_tensors(&model) {
-        let sum = t.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-        assert_close(
-            &name,
-            &[sum],
-            &[o["lora_sums"][&name].as_f64().unwrap()],
-            1e-5,
-        );
-    }
+    assert_adapter_sums(&model, &o["lora_sums"], 1e-5);
     // the frozen weights did not move (no gradient, no weight decay)
     let base: Vec<&Tensor> = model
         .parameters()
@@ -396,5 +369,5 @@ fn lora_classifier_matches_pytorch() {
     }
     let next = Vec::<f32>::try_from(Tensor::rand([3], (Kind::Float, Device::Cpu))).unwrap();
     let next: Vec<f64> = next.into_iter().map(f64::from).collect();
-    assert_close("next_rand", &next, &common::floats(&o["next_rand"]), 1e-7);
+    common::assert_close("next_rand", &next, &common::floats(&o["next_rand"]), 1e-7);
 }

@@ -38,16 +38,6 @@ fn word_tokenizer() -> SimpleTokenizerV1 {
     SimpleTokenizerV1::from_text(&words.join(" "))
 }
 
-fn assert_close(name: &str, ours: &[f64], theirs: &[f64], tol: f64) {
-    assert_eq!(ours.len(), theirs.len(), "{name}: lengths differ");
-    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
-        assert!(
-            (a - b).abs() <= tol * b.abs().max(1.0),
-            "{name}[{i}]: ours {a}, PyTorch {b}\nours:    {ours:?}\nPyTorch: {theirs:?}"
-        );
-    }
-}
-
 /// The tiny appendix-D run of `scripts/reference/gpt_torch.py train-oracle`
 /// (PyTorch 2.13.0, same libtorch): dropout masks, shuffled batches, AdamW,
 /// warm-up, cosine decay and clipping must all line up for the evaluation
@@ -100,14 +90,14 @@ fn training_matches_pytorch() {
     )
     .unwrap();
 
-    assert_close("lrs", &history.track_lrs, &common::floats(&o["lrs"]), 1e-12);
-    assert_close(
+    common::assert_close("lrs", &history.track_lrs, &common::floats(&o["lrs"]), 1e-12);
+    common::assert_close(
         "train_losses",
         &history.train_losses,
         &common::floats(&o["train_losses"]),
         1e-5,
     );
-    assert_close(
+    common::assert_close(
         "val_losses",
         &history.val_losses,
         &common::floats(&o["val_losses"]),
@@ -118,7 +108,7 @@ fn training_matches_pytorch() {
         .iter()
         .map(|&t| t as f64)
         .collect();
-    assert_close(
+    common::assert_close(
         "tokens_seen",
         &tokens,
         &common::floats(&o["tokens_seen"]),
@@ -132,13 +122,13 @@ fn training_matches_pytorch() {
             .to_kind(Kind::Double)
             .sum(Kind::Double)
             .double_value(&[]);
-        assert_close(name, &[ours], &[sum.as_f64().unwrap()], 1e-5);
+        common::assert_close(name, &[ours], &[sum.as_f64().unwrap()], 1e-5);
     }
     // and the generator is where PyTorch left it
     let next =
         Vec::<f64>::try_from(Tensor::rand([3], (Kind::Float, Device::Cpu)).to_kind(Kind::Double))
             .unwrap();
-    assert_close("next_rand", &next, &common::floats(&o["next_rand"]), 0.0);
+    common::assert_close("next_rand", &next, &common::floats(&o["next_rand"]), 0.0);
 }
 
 /// §5.1.3: seeded as the book, the untrained GPT-2 124M (context 256) has a

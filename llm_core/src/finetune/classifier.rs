@@ -127,16 +127,8 @@ pub fn prepare_for_classification(
     for p in model.parameters() {
         let _ = p.set_requires_grad(false);
     }
-    {
-        // the language-model head leaves the store, so the new head takes its name
-        let mut variables = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = variables.named_variables.remove("out_head.weight") {
-            let old = old.data_ptr();
-            variables
-                .trainable_variables
-                .retain(|v| v.tensor.data_ptr() != old);
-        }
-    }
+    // the language-model head leaves the store, so the new head takes its name
+    crate::model::init::remove_variables(vs, &["out_head.weight".to_string()]);
     model.out_head = Linear::new(vs.root() / "out_head", model.cfg.emb_dim, num_classes, true);
     let n = model.trf_blocks.len();
     let blocks = match trainable {

@@ -244,15 +244,7 @@ pub fn merge_lora(vs: &VarStore, model: &mut GptModel) -> usize {
             merged += 1;
         }
     }
-    let mut variables = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
-    for name in gone {
-        if let Some(t) = variables.named_variables.remove(&name) {
-            let ptr = t.data_ptr();
-            variables
-                .trainable_variables
-                .retain(|v| v.tensor.data_ptr() != ptr);
-        }
-    }
+    init::remove_variables(vs, &gone);
     merged
 }
 

@@ -59,6 +59,22 @@ pub fn var_from<'a, P: Borrow<Path<'a>>>(path: P, name: &str, value: &Tensor) ->
     path.borrow().var_copy(name, value)
 }
 
+/// Take the variables named `names` out of `vs` (names it does not hold are
+/// skipped): a layer that leaves the model (chapter 6's language-model head,
+/// appendix E's merged adapters) leaves the store too, so that saving and
+/// loading see only the model's variables.
+pub fn remove_variables(vs: &nn::VarStore, names: &[String]) {
+    let mut variables = vs.variables_.lock().unwrap_or_else(|e| e.into_inner());
+    for name in names {
+        if let Some(t) = variables.named_variables.remove(name) {
+            let ptr = t.data_ptr();
+            variables
+                .trainable_variables
+                .retain(|v| v.tensor.data_ptr() != ptr);
+        }
+    }
+}
+
 /// `nn.Linear(in_dim, out_dim, bias)` with PyTorch's default initialisation:
 /// weight `[out_dim, in_dim]` then bias `[out_dim]`, both uniform.
 pub fn linear<'a, P: Borrow<Path<'a>>>(

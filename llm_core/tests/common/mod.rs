@@ -73,6 +73,18 @@ pub fn floats(v: &serde_json::Value) -> Vec<f64> {
         .collect()
 }
 
+/// Each of `ours` within `tol` (relative, absolute below 1) of PyTorch's
+/// `theirs`; the message names the series, the index and both series.
+pub fn assert_close(name: &str, ours: &[f64], theirs: &[f64], tol: f64) {
+    assert_eq!(ours.len(), theirs.len(), "{name}: lengths differ");
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * b.abs().max(1.0),
+            "{name}[{i}]: ours {a}, PyTorch {b}\nours:    {ours:?}\nPyTorch: {theirs:?}"
+        );
+    }
+}
+
 /// A data file's text.
 pub fn read(name: &str) -> String {
     llm_core::data::read_to_string(name).unwrap()
