@@ -135,6 +135,18 @@ pub enum DataError {
         actual: String,
         expected: &'static str,
     },
+    /// The server has no such file (HTTP 404).
+    #[error("{url}: no such file on the server (HTTP 404)")]
+    NotFound { url: String },
+    /// The server refused (HTTP 401 or 403): a gated model.
+    #[error("{url}: the hub refused the download (HTTP {status}). {repo} is gated: accept its licence at https://huggingface.co/{repo} while logged in, create an access token at https://huggingface.co/settings/tokens and set HF_TOKEN to it{token_note}; or put the files in {hint}")]
+    Refused {
+        url: String,
+        status: u16,
+        repo: String,
+        token_note: &'static str,
+        hint: PathBuf,
+    },
     #[error("{path}: sha256 {actual} does not match the expected {expected} (downloaded from {url}); the file was not kept")]
     Checksum {
         path: PathBuf,
@@ -387,7 +399,36 @@ fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<(String, Option<Stri
     if offline() && !loopback {
         return Err(fail("downloads are off (LLM_OFFLINE is set)".to_string()));
     }
-    let response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
+    let mut request = ureq::get(url);
+    let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
+    if let Some(token) = token
+        .as_ref()
+        .filter(|_| url.starts_with("https://huggingface.co/"))
+    {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let response = request.call().map_err(|e| match e {
+        ureq::Error::StatusCode(404) => DataError::NotFound {
+            url: url.to_string(),
+        },
+        ureq::Error::StatusCode(status @ (401 | 403)) => DataError::Refused {
+            url: url.to_string(),
+            status,
+            repo: url
+                .trim_start_matches("https://huggingface.co/")
+                .split("/resolve/")
+                .next()
+                .unwrap_or(url)
+                .to_string(),
+            token_note: if token.is_some() {
+                " (HF_TOKEN is set: is access to this model granted to its account?)"
+            } else {
+                " (HF_TOKEN is not set)"
+            },
+            hint: dest.parent().unwrap_or(dest).to_path_buf(),
+        },
+        e => fail(e.to_string()),
+    })?;
     let stated = response
         .headers()
         .get("x-linked-etag")
@@ -502,6 +543,117 @@ impl DataStore {
         }
         Ok(dir)
     }
+}
+
+/// The open-weight models of the ch. 5 bonus that
+/// [`open_model_dir`] knows (any other Hugging Face repository of a Llama 3
+/// or Qwen3 model works too). The Llama repositories are gated: they need
+/// `HF_TOKEN` (see [`DataError::Refused`]).
+pub const OPEN_MODEL_REPOS: [&str; 6] = [
+    "Qwen/Qwen3-0.6B",
+    "Qwen/Qwen3-0.6B-Base",
+    "Qwen/Qwen3-1.7B",
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "meta-llama/Llama-3.2-1B",
+    "meta-llama/Llama-3.2-3B-Instruct",
+];
+
+/// The directory of a Llama 3 or Qwen3 model from Hugging Face (`repo` such
+/// as `"Qwen/Qwen3-0.6B"`): `config.json`, `tokenizer.json` and the
+/// weights, one `model.safetensors` or the shards its
+/// `model.safetensors.index.json` lists, for
+/// [`crate::model::hf_weights::load_open_model`].
+///
+/// Looked up as every data file: `$LLM_DATA_DIR/<repo>/` when it holds
+/// every file, then the cache, else downloaded from
+/// `https://huggingface.co/<repo>/resolve/main/` with a progress line, each
+/// file checked against the sha256 the hub states and renamed into place
+/// only when complete (an interrupted download starts that file again;
+/// the files already there are kept). `HF_TOKEN` is sent to the hub when
+/// set, which the gated Llama models need. Offline (`LLM_OFFLINE`), a
+/// missing file is an error naming where to put it.
+pub fn open_model_dir(repo: &str) -> Result<PathBuf, DataError> {
+    DataStore::from_env().open_model_dir(repo)
+}
+
+impl DataStore {
+    /// [`open_model_dir`] in this store.
+    pub fn open_model_dir(&self, repo: &str) -> Result<PathBuf, DataError> {
+        let complete = |dir: &Path| -> bool {
+            let base = ["config.json", "tokenizer.json"]
+                .iter()
+                .all(|f| dir.join(f).is_file());
+            base && (dir.join("model.safetensors").is_file()
+                || shards(dir).is_some_and(|s| s.iter().all(|f| dir.join(f).is_file())))
+        };
+        if let Some(local) = &self.local_dir {
+            let dir = local.join(repo);
+            if complete(&dir) {
+                return Ok(dir);
+            }
+        }
+        let dir = self.cache_dir.join(repo);
+        if complete(&dir) {
+            return Ok(dir);
+        }
+        let hint = self
+            .local_dir
+            .as_ref()
+            .unwrap_or(&self.cache_dir)
+            .join(repo);
+        let get = |f: &str| -> Result<(), DataError> {
+            let dest = dir.join(f);
+            if dest.is_file() {
+                return Ok(());
+            }
+            let url = format!("https://huggingface.co/{repo}/resolve/main/{f}");
+            if self.verbose {
+                println!("downloading {repo}/{f}");
+            }
+            download(&url, &dest, None).map_err(|e| match e {
+                DataError::Download { url, reason, .. } => DataError::Download {
+                    url,
+                    reason,
+                    hint: hint.join(f),
+                },
+                other => other,
+            })
+        };
+        get("config.json")?;
+        get("tokenizer.json")?;
+        match get("model.safetensors.index.json") {
+            Ok(()) => {
+                let names = shards(&dir).ok_or_else(|| DataError::Download {
+                    url: format!(
+                        "https://huggingface.co/{repo}/resolve/main/model.safetensors.index.json"
+                    ),
+                    reason: "the index lists no shards (no weight_map)".into(),
+                    hint: hint.clone(),
+                })?;
+                for f in names {
+                    get(&f)?;
+                }
+            }
+            Err(DataError::NotFound { .. }) => get("model.safetensors")?,
+            Err(e) => return Err(e),
+        }
+        Ok(dir)
+    }
+}
+
+/// The shard files a `model.safetensors.index.json` in `dir` lists.
+fn shards(dir: &Path) -> Option<Vec<String>> {
+    let text = fs::read_to_string(dir.join("model.safetensors.index.json")).ok()?;
+    let json: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let mut files: Vec<String> = json
+        .get("weight_map")?
+        .as_object()?
+        .values()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    files.sort();
+    files.dedup();
+    Some(files)
 }
 
 #[cfg(test)]

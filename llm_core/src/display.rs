@@ -29,6 +29,25 @@ impl fmt::Display for Html {
     }
 }
 
+/// An integer with thousands separators, as Python's `f"{n:,}"` prints it
+/// (the book's parameter counts).
+///
+/// ```
+/// assert_eq!(llm_core::display::thousands(596049920), "596,049,920");
+/// assert_eq!(llm_core::display::thousands(-1234), "-1,234");
+/// ```
+pub fn thousands(n: i64) -> String {
+    let digits = n.unsigned_abs().to_string();
+    let mut out = String::from(if n < 0 { "-" } else { "" });
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Escape text for HTML.
 pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

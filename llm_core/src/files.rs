@@ -413,6 +413,25 @@ fn plain_torch_message(e: &tch::TchError, path: &Path) -> String {
 /// (the crate's own errors are internal names such as
 /// `MetadataIncompleteBuffer`).
 pub fn check_safetensors(path: &Path) -> Result<(), String> {
+    safetensors_header(path).map(|_| ())
+}
+
+/// One tensor's entry in a safetensors header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SafetensorsEntry {
+    /// The dtype as the format names it (`F32`, `BF16`, …).
+    pub dtype: String,
+    pub shape: Vec<i64>,
+    /// The byte range in the file (absolute offsets).
+    pub start: u64,
+    pub end: u64,
+}
+
+/// A safetensors file's header, checked as [`check_safetensors`] does:
+/// each tensor's dtype, shape and absolute byte range, by name.
+pub fn safetensors_header(
+    path: &Path,
+) -> Result<std::collections::BTreeMap<String, SafetensorsEntry>, String> {
     use std::io::Read;
     let mut file = fs::File::open(path).map_err(|e| e.to_string())?;
     let len = file.metadata().map_err(|e| e.to_string())?.len();
@@ -441,6 +460,7 @@ pub fn check_safetensors(path: &Path) -> Result<(), String> {
     let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
         .map_err(|e| format!("the safetensors header is not a JSON object: {e}"))?;
     let data_len = len - 8 - header_len;
+    let mut entries = std::collections::BTreeMap::new();
     for (key, info) in &header {
         if key == "__metadata__" {
             continue;
@@ -482,8 +502,17 @@ pub fn check_safetensors(path: &Path) -> Result<(), String> {
                 "tensor {key:?} ends at byte {end} of the data, but the file holds only {data_len} bytes of data; {truncated}"
             ));
         }
+        entries.insert(
+            key.clone(),
+            SafetensorsEntry {
+                dtype: dtype.to_string(),
+                shape: shape.iter().map(|&d| d as i64).collect(),
+                start: 8 + header_len + start,
+                end: 8 + header_len + end,
+            },
+        );
     }
-    Ok(())
+    Ok(entries)
 }
 
 /// A short dtype name as Python prints it (`float32`, `float16`, …).

@@ -39,6 +39,14 @@
 //! | [`model::kv_cache`] | ch. 3–4 bonus: the KV cache (simple, preallocated, sliding window) for fast generation |
 //! | [`model::generate`] | ch. 5: `generate` with temperature, top-k and an end-of-text id; cached and batched generation |
 //! | [`model::gpt2_weights`] | ch. 5: OpenAI's GPT-2 weights in the Hugging Face layout, loaded and exported |
+//! | **ch. 5 bonus: Llama 3.2 and Qwen3** | |
+//! | [`model::rms_norm`] | `RmsNorm`, the layer norm of Llama and Qwen |
+//! | [`model::rope`] | rotary position embeddings: `compute_rope_params`, `apply_rope`, Llama 3's frequency scaling |
+//! | [`model::swiglu`] | the SwiGLU `FeedForward` (`fc1`, `fc2`, `fc3`) |
+//! | [`model::gqa`] | `GroupedQueryAttention` (`n_kv_groups`, Qwen3's QK-norm), with the KV cache |
+//! | [`model::open_model`] | `OpenModelConfig` (presets, Hugging Face `config.json`), `Llama3Model` / `Qwen3Model` |
+//! | [`model::hf_weights`] | open weights from Hugging Face safetensors (single or sharded), float32 or bfloat16 |
+//! | [`model::chat`] | `Chat`: a conversation in the model's chat format, streamed answers |
 //! | **[`train`]: ch. 5, appendix D** | |
 //! | [`train::loss`] | `calc_loss_batch`, `calc_loss_loader`, perplexity |
 //! | [`train::optim`] | `AdamW` (its state can be saved) and gradient clipping |

@@ -37,6 +37,14 @@ const LAYERS: &[(&str, u32)] = &[
     ("train::history", 5),
     ("train::pretrain", 5),
     ("train::checkpoint", 5),
+    // bonus of ch. 5: from GPT-2 to Llama 3 and Qwen3
+    ("model::rms_norm", 5),
+    ("model::rope", 5),
+    ("model::swiglu", 5),
+    ("model::gqa", 5),
+    ("model::open_model", 5),
+    ("model::hf_weights", 5),
+    ("model::chat", 5),
     // ch. 6
     ("finetune::spam", 6),
     ("finetune::classifier", 6),

@@ -562,3 +562,157 @@ pub fn generate_batched<M: LanguageModel + ?Sized>(
     }
     Ok(rows)
 }
+
+/// Nucleus (top-p) filtering: keep the smallest set of most likely tokens
+/// whose probabilities (`softmax` of each row of `logits`, `[batch,
+/// vocab]`) add up to at least `p`, set the others to −∞. The most likely
+/// token always stays.
+///
+/// ```
+/// use llm_core::model::generate::top_p_filter;
+/// use llm_core::tch::Tensor;
+///
+/// // probabilities 0.5, 0.3, 0.2 (as logits): p = 0.7 keeps the first two
+/// let logits = Tensor::from_slice(&[0.5f32, 0.3, 0.2]).log().unsqueeze(0);
+/// let kept = Vec::<f32>::try_from(top_p_filter(&logits, 0.7).squeeze()).unwrap();
+/// assert!(kept[0].is_finite() && kept[1].is_finite() && kept[2] == f32::NEG_INFINITY);
+/// ```
+pub fn top_p_filter(logits: &Tensor, p: f64) -> Tensor {
+    let (sorted, order) = logits.sort(-1, true);
+    let probs = sorted.softmax(-1, Kind::Float);
+    // the mass of the tokens before each one: drop those whose predecessors reach p
+    let before = probs.cumsum(-1, Kind::Float) - &probs;
+    let drop_sorted = before.ge(p);
+    let drop = drop_sorted.scatter(-1, &order, &drop_sorted);
+    logits.masked_fill(&drop, f64::NEG_INFINITY)
+}
+
+/// How [`generate_stream`] picks tokens and when it stops.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationConfig {
+    /// The most tokens to generate.
+    pub max_new_tokens: i64,
+    /// 0: greedy; above: sample from `softmax(logits / temperature)`.
+    pub temperature: f64,
+    /// Keep only the `k` most likely tokens.
+    pub top_k: Option<i64>,
+    /// Keep only the most likely tokens that make up probability `p`.
+    pub top_p: Option<f64>,
+    /// Tokens that end the answer (not returned), such as `<|im_end|>`.
+    pub stop_ids: Vec<i64>,
+}
+
+impl Default for GenerationConfig {
+    /// Greedy, 256 tokens, no stop tokens.
+    fn default() -> Self {
+        GenerationConfig {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+            stop_ids: Vec::new(),
+        }
+    }
+}
+
+/// Generate after `prompt` (one sequence of ids) through a KV cache (reset
+/// first), calling `on_token` with each new id as soon as it is chosen, so
+/// a caller can print text as it arrives. Stops at a stop id (not passed on
+/// or returned), after `max_new_tokens`, or at the model's context length.
+/// Returns the new ids.
+///
+/// Each token: the last position's logits, top-k, then top-p on
+/// `softmax(logits / temperature)`, then a draw with libtorch's
+/// `multinomial` (or the argmax at temperature 0).
+///
+/// ```
+/// use llm_core::model::generate::{generate_stream, generate_text_simple_cached, GenerationConfig};
+/// use llm_core::model::gpt::{GptConfig, GptModel};
+/// use llm_core::model::kv_cache::KvCache;
+/// use llm_core::tch::{nn, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 50, context_length: 16, emb_dim: 16, n_heads: 2, n_layers: 2,
+///                       drop_rate: 0.0, qkv_bias: false };
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let mut streamed = Vec::new();
+/// let settings = GenerationConfig { max_new_tokens: 5, ..Default::default() };
+/// let new = generate_stream(&model, &[1, 2, 3], &settings, &mut KvCache::simple(2), |id| streamed.push(id))?;
+/// assert_eq!(new, streamed);
+/// let greedy = generate_text_simple_cached(&model, &Tensor::from_slice(&[1i64, 2, 3]).unsqueeze(0), 5,
+///                                          &mut KvCache::simple(2));
+/// assert_eq!(new, Vec::<i64>::try_from(greedy.get(0).narrow(0, 3, 5))?);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn generate_stream<M: LanguageModel + ?Sized>(
+    model: &M,
+    prompt: &[i64],
+    settings: &GenerationConfig,
+    cache: &mut KvCache,
+    mut on_token: impl FnMut(i64),
+) -> Result<Vec<i64>, GenerateError> {
+    let idx = Tensor::from_slice(prompt)
+        .unsqueeze(0)
+        .to_device(model.device());
+    let room = model.context_length() - prompt.len() as i64;
+    check_prompt(
+        model,
+        &idx,
+        settings.max_new_tokens.min(room.max(0)),
+        model.context_length(),
+    )?;
+    check_sampling(model, settings.temperature, settings.top_k, None)?;
+    if let Some(p) = settings.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+        return Err(setting("top_p", p, "a probability above 0, at most 1"));
+    }
+    let vocab = model.vocab_size();
+    if let Some(&bad) = settings
+        .stop_ids
+        .iter()
+        .find(|id| !(0..vocab).contains(*id))
+    {
+        return Err(setting(
+            "stop_ids",
+            bad,
+            format!("token ids from 0 to {}", vocab - 1),
+        ));
+    }
+    cache.reset();
+    let mut new = Vec::new();
+    let steps = settings.max_new_tokens.min(room);
+    if steps <= 0 {
+        return Ok(new);
+    }
+    let mut logits = tch::no_grad(|| model.forward_with_cache(&idx, cache, None))?;
+    for step in 0..steps {
+        let mut last = logits.select(1, -1);
+        if last.isnan().any().int64_value(&[]) != 0 {
+            return Err(GenerateError::NanLogits { step });
+        }
+        if let Some(k) = settings.top_k {
+            last = try_top_k_filter(&last, k)?;
+        }
+        let id = if settings.temperature > 0.0 {
+            let mut scaled = last / settings.temperature;
+            if let Some(p) = settings.top_p {
+                scaled = top_p_filter(&scaled, p);
+            }
+            scaled.softmax(-1, Kind::Float).multinomial(1, false)
+        } else {
+            last.argmax(-1, true)
+        };
+        let token = id.int64_value(&[0, 0]);
+        if settings.stop_ids.contains(&token) {
+            break;
+        }
+        on_token(token);
+        new.push(token);
+        if step + 1 < steps {
+            let next = Tensor::from_slice(&[token])
+                .unsqueeze(0)
+                .to_device(model.device());
+            logits = tch::no_grad(|| model.forward_with_cache(&next, cache, None))?;
+        }
+    }
+    Ok(new)
+}

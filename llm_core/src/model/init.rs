@@ -43,14 +43,44 @@ pub fn linear_bias_bound(fan_in: i64) -> f64 {
     }
 }
 
+thread_local! {
+    static SKIP_RANDOM_INIT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run `build` with the random draws of [`uniform`] and [`normal`] skipped
+/// (they return zeros): for a model whose weights are loaded right after,
+/// where drawing billions of random numbers would only cost time. The
+/// global generator is left untouched.
+pub fn without_random_init<T>(build: impl FnOnce() -> T) -> T {
+    let before = SKIP_RANDOM_INIT.with(|s| s.replace(true));
+    let out = build();
+    SKIP_RANDOM_INIT.with(|s| s.set(before));
+    out
+}
+
+/// Zeros of shape `dims` that take no memory (one element, broadcast).
+fn zeros_view(dims: &[i64]) -> Tensor {
+    Tensor::zeros([], (Kind::Float, Device::Cpu)).expand(dims, false)
+}
+
+fn skip_random_init() -> bool {
+    SKIP_RANDOM_INIT.with(|s| s.get())
+}
+
 /// A tensor drawn from U(lo, up) on the CPU with libtorch's global generator.
 pub fn uniform(dims: &[i64], lo: f64, up: f64) -> Tensor {
+    if skip_random_init() {
+        return zeros_view(dims);
+    }
     tch::no_grad(|| Tensor::empty(dims, (Kind::Float, Device::Cpu)).uniform_(lo, up))
 }
 
 /// A tensor drawn from N(0, 1) on the CPU with libtorch's global generator
 /// (`torch.nn.init.normal_`, as `nn.Embedding` does).
 pub fn normal(dims: &[i64]) -> Tensor {
+    if skip_random_init() {
+        return zeros_view(dims);
+    }
     tch::no_grad(|| Tensor::empty(dims, (Kind::Float, Device::Cpu)).normal_(0.0, 1.0))
 }
 

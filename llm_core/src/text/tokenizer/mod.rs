@@ -12,6 +12,7 @@
 //! | [`Gpt2Tokenizer`] | §2.5 | GPT-2's byte pair encoding, through Hugging Face's `tokenizers` crate (what `tiktoken` gives the book) |
 //! | [`BpeTokenizerSimple`] | bonus | byte pair encoding from scratch, to read: `get_stats`, `merge`, train, encode, decode |
 //! | [`BpeTokenizer`] | bonus | the same merges and ids, fast: incremental training, a cache, GPT-2's files |
+//! | [`qwen_llama::Qwen3Tokenizer`], [`qwen_llama::Llama3Tokenizer`] | ch. 5 bonus | the open models' `tokenizer.json`, their special tokens and chat formats ([`qwen_llama::ChatFormat`]) |
 //!
 //! ```
 //! use llm_core::text::tokenizer::{SimpleTokenizerV2, Tokenizer};
@@ -29,6 +30,7 @@ pub mod bpe;
 pub mod bpe_simple;
 pub mod byte_level;
 pub mod gpt2;
+pub mod qwen_llama;
 pub mod simple;
 
 pub use bpe::BpeTokenizer;
