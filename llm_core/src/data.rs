@@ -362,32 +362,54 @@ fn extract_member(
     })
 }
 
-/// Download `url` to `dest`: into a temporary file beside it first
-/// ([`files::write_atomically`]), check the sha256
-/// (the one given, else the one the server states in `x-linked-etag`, as
-/// Hugging Face does for large files), then rename into place. On any failure nothing is left
-/// at `dest` and the partial file is removed.
+/// Download `url` to `dest`: into `<dest>.partial` beside it first, check
+/// the sha256 (the one given, else the one the server states in
+/// `x-linked-etag`, as Hugging Face does for large files), then rename into
+/// place. A download cut short (a lost connection, Ctrl-C) leaves the
+/// `.partial` file, and the next call resumes it with an HTTP range request
+/// (or starts again when the server does not support ranges); a file whose
+/// checksum does not match is removed. `dest` itself only ever holds a
+/// complete, checked file.
 pub fn download(url: &str, dest: &Path, sha256: Option<&str>) -> Result<(), DataError> {
-    files::write_atomically(dest, |tmp| {
-        let (actual, stated) = fetch_into(url, tmp, dest)?;
-        if let Some(expected) = sha256.map(str::to_string).or(stated) {
-            if !actual.eq_ignore_ascii_case(&expected) {
-                return Err(DataError::Checksum {
-                    path: dest.to_path_buf(),
-                    url: url.to_string(),
-                    expected,
-                    actual,
-                });
-            }
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+    }
+    let partial = partial_path(dest);
+    let (actual, stated) = fetch_into(url, &partial, dest)?;
+    if let Some(expected) = sha256.map(str::to_string).or(stated) {
+        if !actual.eq_ignore_ascii_case(&expected) {
+            let _ = fs::remove_file(&partial);
+            return Err(DataError::Checksum {
+                path: dest.to_path_buf(),
+                url: url.to_string(),
+                expected,
+                actual,
+            });
         }
-        Ok(())
-    })
+    }
+    fs::rename(&partial, dest).map_err(io_err(dest))?;
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        files::sync_dir(dir);
+    }
+    Ok(())
 }
 
-/// Stream the body into `tmp`, returning its sha256 and the sha256 the
-/// server states for it (Hugging Face sends a Git LFS file's in
+/// Where [`download`] writes `dest` until it is complete and checked.
+pub fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    dest.with_file_name(name)
+}
+
+/// Stream the body into `partial` (resuming what it holds when the server
+/// takes a range request), returning the whole file's sha256 and the
+/// sha256 the server states for it (Hugging Face sends a Git LFS file's in
 /// `x-linked-etag`).
-fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<(String, Option<String>), DataError> {
+fn fetch_into(
+    url: &str,
+    partial: &Path,
+    dest: &Path,
+) -> Result<(String, Option<String>), DataError> {
     let fail = |reason: String| DataError::Download {
         url: url.to_string(),
         reason,
@@ -399,6 +421,7 @@ fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<(String, Option<Stri
     if offline() && !loopback {
         return Err(fail("downloads are off (LLM_OFFLINE is set)".to_string()));
     }
+    let have = fs::metadata(partial).map(|m| m.len()).unwrap_or(0);
     let mut request = ureq::get(url);
     let token = std::env::var("HF_TOKEN").ok().filter(|t| !t.is_empty());
     if let Some(token) = token
@@ -407,44 +430,68 @@ fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<(String, Option<Stri
     {
         request = request.header("Authorization", &format!("Bearer {token}"));
     }
-    let response = request.call().map_err(|e| match e {
-        ureq::Error::StatusCode(404) => DataError::NotFound {
-            url: url.to_string(),
-        },
-        ureq::Error::StatusCode(status @ (401 | 403)) => DataError::Refused {
-            url: url.to_string(),
-            status,
-            repo: url
-                .trim_start_matches("https://huggingface.co/")
-                .split("/resolve/")
-                .next()
-                .unwrap_or(url)
-                .to_string(),
-            token_note: if token.is_some() {
-                " (HF_TOKEN is set: is access to this model granted to its account?)"
-            } else {
-                " (HF_TOKEN is not set)"
-            },
-            hint: dest.parent().unwrap_or(dest).to_path_buf(),
-        },
-        e => fail(e.to_string()),
-    })?;
+    if have > 0 {
+        request = request.header("Range", &format!("bytes={have}-"));
+    }
+    let response = match request.call() {
+        Ok(r) => r,
+        // the partial file already holds everything
+        Err(ureq::Error::StatusCode(416)) if have > 0 => {
+            return Ok((sha256_file(partial)?, None));
+        }
+        Err(e) => {
+            return Err(match e {
+                ureq::Error::StatusCode(404) => DataError::NotFound {
+                    url: url.to_string(),
+                },
+                ureq::Error::StatusCode(status @ (401 | 403)) => DataError::Refused {
+                    url: url.to_string(),
+                    status,
+                    repo: url
+                        .trim_start_matches("https://huggingface.co/")
+                        .split("/resolve/")
+                        .next()
+                        .unwrap_or(url)
+                        .to_string(),
+                    token_note: if token.is_some() {
+                        " (HF_TOKEN is set: is access to this model granted to its account?)"
+                    } else {
+                        " (HF_TOKEN is not set)"
+                    },
+                    hint: dest.parent().unwrap_or(dest).to_path_buf(),
+                },
+                e => fail(e.to_string()),
+            })
+        }
+    };
+    let resumed = have > 0 && response.status().as_u16() == 206;
     let stated = response
         .headers()
         .get("x-linked-etag")
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim_matches('"').to_ascii_lowercase())
         .filter(|v| v.len() == 64 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let start = if resumed { have } else { 0 };
     let total: Option<u64> = response
         .headers()
         .get("content-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok());
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|n| n + start);
     let mut reader = response.into_body().into_reader();
-    let mut out = fs::File::create(tmp).map_err(io_err(tmp))?;
     let mut hasher = Sha256::new();
+    let mut out = if resumed {
+        let mut f = fs::File::open(partial).map_err(io_err(partial))?;
+        io::copy(&mut f, &mut hasher).map_err(io_err(partial))?;
+        fs::OpenOptions::new()
+            .append(true)
+            .open(partial)
+            .map_err(io_err(partial))?
+    } else {
+        fs::File::create(partial).map_err(io_err(partial))?
+    };
     let mut buf = vec![0u8; 1 << 16];
-    let mut done: u64 = 0;
+    let mut done: u64 = start;
     let mut progress = (total.unwrap_or(0) > 50_000_000)
         .then(|| crate::progress::Progress::new("download", total.unwrap_or(0) as usize));
     loop {
@@ -452,20 +499,23 @@ fn fetch_into(url: &str, tmp: &Path, dest: &Path) -> Result<(String, Option<Stri
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n]).map_err(io_err(tmp))?;
+        out.write_all(&buf[..n]).map_err(io_err(partial))?;
         hasher.update(&buf[..n]);
         done += n as u64;
         if let Some(p) = progress.as_mut() {
             p.set_position(done as usize);
         }
     }
-    out.sync_all().map_err(io_err(tmp))?;
+    out.sync_all().map_err(io_err(partial))?;
     if let Some(p) = progress.as_mut() {
         p.finish();
     }
     if let Some(t) = total {
         if t != done {
-            return Err(fail(format!("got {done} of {t} bytes")));
+            return Err(fail(format!(
+                "got {done} of {t} bytes; the next try resumes from {}",
+                partial.display()
+            )));
         }
     }
     Ok((hex(&hasher.finalize()), stated))
@@ -568,8 +618,8 @@ pub const OPEN_MODEL_REPOS: [&str; 6] = [
 /// every file, then the cache, else downloaded from
 /// `https://huggingface.co/<repo>/resolve/main/` with a progress line, each
 /// file checked against the sha256 the hub states and renamed into place
-/// only when complete (an interrupted download starts that file again;
-/// the files already there are kept). `HF_TOKEN` is sent to the hub when
+/// only when complete (an interrupted download resumes where it stopped,
+/// see [`download`]). `HF_TOKEN` is sent to the hub when
 /// set, which the gated Llama models need. Offline (`LLM_OFFLINE`), a
 /// missing file is an error naming where to put it.
 pub fn open_model_dir(repo: &str) -> Result<PathBuf, DataError> {
@@ -670,6 +720,16 @@ mod tests {
 
     /// [`serve`] with extra header lines (each ending in `\r\n`).
     fn serve_with(body: &'static [u8], requests: usize, headers: &'static str) -> String {
+        serve_status(body, requests, "200 OK", headers)
+    }
+
+    /// [`serve_with`] with another status line.
+    fn serve_status(
+        body: &'static [u8],
+        requests: usize,
+        status: &'static str,
+        headers: &'static str,
+    ) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         thread::spawn(move || {
@@ -681,7 +741,7 @@ mod tests {
                     line.clear();
                 }
                 let head = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n",
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{headers}connection: close\r\n\r\n",
                     body.len()
                 );
                 stream.write_all(head.as_bytes()).unwrap();
@@ -706,6 +766,63 @@ mod tests {
         assert_eq!(fs::read(&dest).unwrap(), BODY);
         // nothing else left behind
         assert_eq!(fs::read_dir(dest.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_partial_download_is_resumed() {
+        let (head, tail) = BODY.split_at(20);
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("file.txt");
+        fs::write(partial_path(&dest), head).unwrap();
+        // a server that takes the range request sends only the rest
+        let url = serve_status(tail_static(tail), 1, "206 Partial Content", "");
+        download(&url, &dest, Some(&sha(BODY))).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), BODY);
+        assert!(!partial_path(&dest).exists());
+        // one that ignores it sends everything: the download starts again
+        fs::remove_file(&dest).unwrap();
+        fs::write(partial_path(&dest), b"stale bytes").unwrap();
+        download(&serve(BODY, 1), &dest, Some(&sha(BODY))).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), BODY);
+    }
+
+    fn tail_static(t: &[u8]) -> &'static [u8] {
+        Box::leak(t.to_vec().into_boxed_slice())
+    }
+
+    #[test]
+    fn open_model_dirs_are_found_locally_or_named_in_the_error() {
+        let local = tempfile::tempdir().unwrap();
+        let cache = tempfile::tempdir().unwrap();
+        let store = DataStore {
+            local_dir: Some(local.path().to_path_buf()),
+            cache_dir: cache.path().to_path_buf(),
+            verbose: false,
+        };
+        // a sharded model, complete in LLM_DATA_DIR
+        let dir = local.path().join("Qwen/Qwen3-4B");
+        fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "config.json",
+            "tokenizer.json",
+            "a.safetensors",
+            "b.safetensors",
+        ] {
+            fs::write(dir.join(f), "x").unwrap();
+        }
+        let index = r#"{"weight_map": {"w1": "a.safetensors", "w2": "b.safetensors"}}"#;
+        fs::write(dir.join("model.safetensors.index.json"), index).unwrap();
+        assert_eq!(store.open_model_dir("Qwen/Qwen3-4B").unwrap(), dir);
+        // one shard missing: not complete, and unreachable here, so the error says where to put it
+        fs::remove_file(dir.join("b.safetensors")).unwrap();
+        let err = store
+            .open_model_dir("Qwen/Qwen3-4B")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&local.path().join("Qwen/Qwen3-4B").display().to_string()),
+            "{err}"
+        );
     }
 
     #[test]
