@@ -657,7 +657,7 @@ impl DataStore {
                 return Ok(());
             }
             let url = format!("https://huggingface.co/{repo}/resolve/main/{f}");
-            if self.verbose {
+            if self.verbose && !offline() {
                 println!("downloading {repo}/{f}");
             }
             download(&url, &dest, None).map_err(|e| match e {

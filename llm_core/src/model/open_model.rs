@@ -764,19 +764,30 @@ impl fmt::Display for OpenModel {
             c.context_length,
             if c.qk_norm { ", QK-norm" } else { "" }
         )?;
-        writeln!(
-            f,
-            "  parameters: {} ({} with the output head counted apart from the embedding{})",
-            thousands(self.num_parameters()),
-            thousands(self.num_parameters_untied()),
-            if c.tie_embeddings { "; tied" } else { "" }
-        )?;
+        if c.tie_embeddings {
+            writeln!(
+                f,
+                "  parameters: {} ({} counting the tied output head apart from the embedding, as the book's total)",
+                thousands(self.num_parameters()),
+                thousands(self.num_parameters_untied()),
+            )?;
+        } else {
+            writeln!(f, "  parameters: {}", thousands(self.num_parameters()))?;
+        }
+        let size = |kind: Kind| {
+            let bytes = self.memory_bytes(kind) as f64;
+            if bytes >= 1e9 {
+                format!("{:.2} GB", bytes / 1e9)
+            } else {
+                format!("{:.2} MB", bytes / 1e6)
+            }
+        };
         write!(
             f,
-            "  weights: {:.2} GB in float32, {:.2} GB in bfloat16; held as {:?} on {:?}",
-            self.memory_bytes(Kind::Float) as f64 / 1e9,
-            self.memory_bytes(Kind::BFloat16) as f64 / 1e9,
-            self.kind(),
+            "  weights: {} in float32, {} in bfloat16; held as {} on {:?}",
+            size(Kind::Float),
+            size(Kind::BFloat16),
+            crate::files::dtype_name(self.kind()),
             self.device()
         )
     }
