@@ -46,7 +46,7 @@ use tch::Tensor;
 use crate::model::kv_cache::KvCache;
 use crate::model::linear::Linear;
 use crate::model::rms_norm::RmsNorm;
-use crate::model::rope::apply_rope_at;
+use crate::model::rope::{rope_rows, rotate};
 
 /// The book's `GroupedQueryAttention(d_in, num_heads, num_kv_groups,
 /// head_dim, qk_norm)`.
@@ -111,20 +111,20 @@ impl GroupedQueryAttention {
     pub fn forward(&self, x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
         let tokens = x.size()[1];
         let positions = Tensor::arange(tokens, (tch::Kind::Int64, x.device())).unsqueeze(0);
-        self.forward_at(x, cos, sin, &positions, None, None)
+        let (cos_rows, sin_rows) = rope_rows(cos, sin, &positions);
+        self.forward_at(x, (&cos_rows, &sin_rows), None, None)
     }
 
-    /// The general forward pass: the new tokens sit at `positions`
-    /// (`[batch or 1, tokens]`); `mask` (`[batch or 1, 1, tokens, keys]`,
-    /// true where a query may not look) or, without one, a causal mask; and
-    /// with `cache` (the cache and this layer's index) the new keys and
-    /// values are appended to the cached ones and attention runs over all.
+    /// The general forward pass: `rope` holds the cosines and sines at the
+    /// new tokens' positions ([`rope_rows`]); `mask` (`[batch or 1, 1,
+    /// tokens, keys]`, true where a query may not look) or, without one, a
+    /// causal mask; and with `cache` (the cache and this layer's index) the
+    /// new keys and values are appended to the cached ones and attention
+    /// runs over all.
     pub fn forward_at(
         &self,
         x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        positions: &Tensor,
+        rope: (&Tensor, &Tensor),
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor {
@@ -139,8 +139,8 @@ impl GroupedQueryAttention {
         if let Some(norm) = &self.k_norm {
             keys = norm.forward(&keys);
         }
-        queries = apply_rope_at(&queries, cos, sin, positions);
-        keys = apply_rope_at(&keys, cos, sin, positions);
+        queries = rotate(&queries, rope.0, rope.1);
+        keys = rotate(&keys, rope.0, rope.1);
         if let Some((cache, layer)) = cache {
             (keys, values) = cache.append(layer, &keys, &values);
         }
@@ -177,7 +177,7 @@ impl GroupedQueryAttention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::rope::compute_rope_params;
+    use crate::model::rope::{apply_rope_at, compute_rope_params};
     use tch::{nn, Device, Kind};
 
     /// The book's written-out attention (repeat_interleave, matmul, mask,

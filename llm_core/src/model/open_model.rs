@@ -50,7 +50,7 @@ use crate::model::init::{self, Embedding};
 use crate::model::kv_cache::{KvCache, KvCacheError};
 use crate::model::linear::Linear;
 use crate::model::rms_norm::RmsNorm;
-use crate::model::rope::{compute_rope_params, RopeScaling};
+use crate::model::rope::{compute_rope_params, rope_rows, RopeScaling};
 use crate::model::swiglu::FeedForward;
 
 /// Which open-weight family a configuration describes.
@@ -485,20 +485,17 @@ impl TransformerBlock {
         }
     }
 
-    /// The block at `positions`, under `mask` (see
+    /// The block with RoPE's rows at the tokens' positions, under `mask` (see
     /// [`GroupedQueryAttention::forward_at`]).
     pub fn forward_at(
         &self,
         x: &Tensor,
         rope: (&Tensor, &Tensor),
-        positions: &Tensor,
         mask: Option<&Tensor>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor {
         let h = self.norm1.forward(x);
-        let h = self
-            .att
-            .forward_at(&h, rope.0, rope.1, positions, mask, cache);
+        let h = self.att.forward_at(&h, rope, mask, cache);
         let x = h + x;
         let h = self.ff.forward(&self.norm2.forward(&x));
         h + x
@@ -615,14 +612,9 @@ impl OpenModel {
         let pad = attention_mask.map(|m| m.eq(0));
         let step = cache.begin_step(batch, new, pad.as_ref(), idx.device())?;
         let mut x = self.tok_emb.forward(idx);
+        let (cos, sin) = rope_rows(&self.cos, &self.sin, &step.positions);
         for (layer, block) in self.trf_blocks.iter().enumerate() {
-            x = block.forward_at(
-                &x,
-                (&self.cos, &self.sin),
-                &step.positions,
-                Some(&step.mask),
-                Some((cache, layer)),
-            );
+            x = block.forward_at(&x, (&cos, &sin), Some(&step.mask), Some((cache, layer)));
         }
         cache.end_step(new);
         Ok(self.head(&x))
@@ -717,8 +709,9 @@ impl ModuleT for OpenModel {
         let tokens = idx.size()[1];
         let positions = Tensor::arange(tokens, (Kind::Int64, idx.device())).unsqueeze(0);
         let mut x = self.tok_emb.forward(idx);
+        let (cos, sin) = rope_rows(&self.cos, &self.sin, &positions);
         for block in &self.trf_blocks {
-            x = block.forward_at(&x, (&self.cos, &self.sin), &positions, None, None);
+            x = block.forward_at(&x, (&cos, &sin), None, None);
         }
         self.head(&x)
     }

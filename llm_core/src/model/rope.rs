@@ -114,18 +114,32 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, offset: i64) -> Tensor
 /// [`apply_rope`] with each row's own positions (`[batch or 1, tokens]`
 /// int64), as batched generation with left padding needs.
 pub fn apply_rope_at(x: &Tensor, cos: &Tensor, sin: &Tensor, positions: &Tensor) -> Tensor {
+    let (cos_rows, sin_rows) = rope_rows(cos, sin, positions);
+    rotate(x, &cos_rows, &sin_rows)
+}
+
+/// The rows of the `cos` and `sin` tables at `positions` (`[batch or 1,
+/// tokens]`), shaped `[batch or 1, 1, tokens, head_dim]` to broadcast over
+/// the heads. A model looks them up once per forward pass and hands them
+/// to every layer's [`rotate`].
+pub fn rope_rows(cos: &Tensor, sin: &Tensor, positions: &Tensor) -> (Tensor, Tensor) {
+    let (b, t) = (positions.size()[0], positions.size()[1]);
+    let head_dim = cos.size()[1];
+    let flat = positions.flatten(0, -1);
+    let rows = |table: &Tensor| table.index_select(0, &flat).view([b, 1, t, head_dim]);
+    (rows(cos), rows(sin))
+}
+
+/// Rotate `x` (`[batch, heads, tokens, head_dim]`) by the angles whose
+/// cosines and sines [`rope_rows`] looked up: `x · cos + rotate_half(x) ·
+/// sin`, where `rotate_half` turns `(x1, x2)` into `(−x2, x1)`.
+pub fn rotate(x: &Tensor, cos_rows: &Tensor, sin_rows: &Tensor) -> Tensor {
     let head_dim = x.size()[3];
     let x1 = x.narrow(3, 0, head_dim / 2);
     let x2 = x.narrow(3, head_dim / 2, head_dim / 2);
-    let rows = |table: &Tensor| {
-        let (b, t) = (positions.size()[0], positions.size()[1]);
-        table
-            .index_select(0, &positions.flatten(0, -1))
-            .view([b, 1, t, head_dim])
-    };
     let rotated = Tensor::cat(&[&x2.neg(), &x1], 3);
     // in float32 (cos and sin are), then back to x's dtype
-    let x_rotated = x * rows(cos) + rotated * rows(sin);
+    let x_rotated = x * cos_rows + rotated * sin_rows;
     x_rotated.to_kind(x.kind())
 }
 
