@@ -663,7 +663,9 @@ impl DataStore {
             download(&url, &dest, None).map_err(|e| match e {
                 DataError::Download { url, reason, .. } => DataError::Download {
                     url,
-                    reason,
+                    reason: format!(
+                        "{reason}; a copy made elsewhere works: put {repo}/ (config.json, tokenizer.json and the safetensors) in the directory LLM_DATA_DIR names"
+                    ),
                     hint: hint.join(f),
                 },
                 other => other,

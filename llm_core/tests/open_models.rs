@@ -298,3 +298,41 @@ fn bad_inputs_are_clear_errors() {
     let e = load_err(dir.path()).to_string();
     assert!(e.contains("lm_head.weight"), "{e}");
 }
+
+#[test]
+fn streaming_generation_stops_at_a_stop_token() {
+    use llm_core::model::generate::generate_stream;
+    let model = load("llama3", Kind::Float);
+    let greedy = Vec::<i64>::try_from(oracle("llama3.greedy").get(0)).unwrap();
+    let prompt = &greedy[..7];
+    let settings = GenerationConfig {
+        max_new_tokens: 12,
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let new = generate_stream(&model, prompt, &settings, &mut KvCache::simple(2), |id| {
+        seen.push(id)
+    })
+    .unwrap();
+    assert_eq!(
+        new,
+        greedy[7..],
+        "greedy streaming = transformers' greedy tokens"
+    );
+    assert_eq!(seen, new);
+    // stop at the third new token: two come out
+    let settings = GenerationConfig {
+        stop_ids: vec![greedy[9]],
+        ..settings
+    };
+    let new = generate_stream(&model, prompt, &settings, &mut KvCache::simple(2), |_| {}).unwrap();
+    assert_eq!(new, greedy[7..9]);
+    // sampling settings are checked
+    let bad = GenerationConfig {
+        top_p: Some(1.5),
+        temperature: 1.0,
+        ..Default::default()
+    };
+    let e = generate_stream(&model, prompt, &bad, &mut KvCache::simple(2), |_| {}).unwrap_err();
+    assert!(e.to_string().contains("top_p"), "{e}");
+}
