@@ -38,7 +38,8 @@ def book_order(path):
 
 
 def problems(nb):
-    """Every error output and stderr panic, as (cell number, first line)."""
+    """Every error output and every stderr output (a panic, or an error a cell
+    returned with `?`), as (cell number, first line)."""
     found = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
@@ -47,9 +48,11 @@ def problems(nb):
             if out.output_type == "error":
                 text = f"{out.get('ename', '')}: {out.get('evalue', '')}".strip()
                 found.append((i, text or "error output"))
-            elif out.output_type == "stream" and out.get("name") == "stderr" and "panicked at" in out.get("text", ""):
-                line = next(l for l in out["text"].splitlines() if "panicked at" in l)
-                found.append((i, line.strip()))
+            elif out.output_type == "stream" and out.get("name") == "stderr":
+                # a panic, or an error a cell returned with `?`: evcxr shows both only on stderr
+                lines = [l for l in out.get("text", "").splitlines() if l.strip()]
+                line = next((l for l in lines if "panicked at" in l), lines[0] if lines else "stderr output")
+                found.append((i, f"stderr: {line.strip()}"))
     return found
 
 

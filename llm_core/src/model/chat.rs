@@ -114,6 +114,10 @@ impl<'m> Chat<'m> {
     }
 
     fn with(model: &'m OpenModel, tokenizer: ChatTokenizer, stop_ids: Vec<i64>) -> Self {
+        let known = match &tokenizer {
+            ChatTokenizer::Qwen3(t) => t.vocab_size(),
+            ChatTokenizer::Llama3(f) => f.tokenizer.vocab_size(),
+        } as i64;
         Chat {
             model,
             tokenizer,
@@ -121,6 +125,8 @@ impl<'m> Chat<'m> {
             settings: GenerationConfig {
                 max_new_tokens: 512,
                 stop_ids,
+                // the tokenizer may know fewer ids than the model has rows
+                vocab_limit: Some(known.min(model.cfg.vocab_size)),
                 ..Default::default()
             },
             thinking: false,

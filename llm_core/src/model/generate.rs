@@ -600,6 +600,11 @@ pub struct GenerationConfig {
     pub top_p: Option<f64>,
     /// Tokens that end the answer (not returned), such as `<|im_end|>`.
     pub stop_ids: Vec<i64>,
+    /// Only ids below this are generated: the tokenizer's size, when the
+    /// model's vocabulary is padded beyond it (Qwen3 has 151,936 rows of
+    /// embeddings for 151,669 tokens; ids past the tokenizer decode to
+    /// nothing).
+    pub vocab_limit: Option<i64>,
 }
 
 impl Default for GenerationConfig {
@@ -611,6 +616,7 @@ impl Default for GenerationConfig {
             top_k: None,
             top_p: None,
             stop_ids: Vec::new(),
+            vocab_limit: None,
         }
     }
 }
@@ -688,6 +694,12 @@ pub fn generate_stream<M: LanguageModel + ?Sized>(
         let mut last = logits.select(1, -1);
         if last.isnan().any().int64_value(&[]) != 0 {
             return Err(GenerateError::NanLogits { step });
+        }
+        if let Some(limit) = settings.vocab_limit.filter(|&l| l < vocab) {
+            last = last.shallow_clone();
+            let _ = last
+                .narrow(-1, limit, vocab - limit)
+                .fill_(f64::NEG_INFINITY);
         }
         if let Some(k) = settings.top_k {
             last = try_top_k_filter(&last, k)?;
