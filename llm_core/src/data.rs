@@ -102,6 +102,14 @@ pub const FILES: &[DataFile] = &[
         licence: "rasbt/LLMs-from-scratch, Apache-2.0 (the test set with the responses of the book's fine-tuned GPT-2 medium)",
     },
     DataFile {
+        name: "instruction-data-with-preference.json",
+        url: "https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main/ch07/04_preference-tuning-with-dpo/instruction-data-with-preference.json",
+        member: None,
+        sha256: "305315abf14f65fa42c01a0877572f832606571c2a7d49f152ac1d758b16756e",
+        bytes: 386968,
+        licence: "rasbt/LLMs-from-scratch, Apache-2.0 (chosen/rejected answers generated with Llama 3.1 through Ollama; Llama licence terms apply to derived models)",
+    },
+    DataFile {
         name: "sms_spam_collection/SMSSpamCollection.tsv",
         url: "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
         member: Some("SMSSpamCollection"),

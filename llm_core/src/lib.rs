@@ -58,6 +58,7 @@
 //! | [`finetune::classifier`] | ch. 6: the classification head, frozen layers, last-token loss and accuracy, `train_classifier_simple`, `classify_review` |
 //! | [`finetune::lora`] | appendix E: `replace_linear_with_lora`, merging, adapter files |
 //! | [`finetune::instruct`] | ch. 7: instruction data, the Alpaca and Phi-3 prompt formats, `InstructionDataset`, the padding `custom_collate_fn`, response generation |
+//! | [`finetune::dpo`] | ch. 7 bonus: preference data, `PreferenceDataset`, its collate function, the DPO loss, `train_model_dpo_simple` |
 //! | **[`eval`]: ch. 7** | |
 //! | [`eval::metrics`] | exact match and ROUGE-L of responses against references (offline) |
 //! | [`eval::ollama`] | an LLM judge through a local Ollama server (`query_model`, `generate_model_scores`) |

@@ -54,6 +54,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("finetune::instruct", 7),
     ("eval::metrics", 7),
     ("eval::ollama", 7),
+    // ch. 7 bonus: preference tuning
+    ("finetune::dpo", 7),
 ];
 
 /// The module a `crate::…` path (or a source file's own path) belongs to.

@@ -122,7 +122,7 @@ pub enum InstructionDataError {
 }
 
 /// Where in the file serde stopped: `"entry 1, field \"input\": "`.
-fn location(path: &serde_path_to_error::Path) -> String {
+pub(crate) fn location(path: &serde_path_to_error::Path) -> String {
     use serde_path_to_error::Segment;
     let parts: Vec<String> = path
         .iter()
@@ -303,13 +303,13 @@ pub fn format_input(entry: &InstructionEntry) -> String {
 /// The book's three parts: the first 85 % for training, the next 10 % for
 /// testing, the rest (5 %) for validation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DataSplit {
-    pub train_data: Vec<InstructionEntry>,
-    pub val_data: Vec<InstructionEntry>,
-    pub test_data: Vec<InstructionEntry>,
+pub struct DataSplit<T = InstructionEntry> {
+    pub train_data: Vec<T>,
+    pub val_data: Vec<T>,
+    pub test_data: Vec<T>,
 }
 
-impl fmt::Display for DataSplit {
+impl<T> fmt::Display for DataSplit<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Training set length: {}", self.train_data.len())?;
         writeln!(f, "Validation set length: {}", self.val_data.len())?;
@@ -332,7 +332,7 @@ impl fmt::Display for DataSplit {
 /// assert_eq!(split.test_data[0].instruction, "task 935");
 /// assert_ne!(split_data(&data, Some(123)).test_data[0].instruction, "task 935");
 /// ```
-pub fn split_data(data: &[InstructionEntry], seed: Option<u32>) -> DataSplit {
+pub fn split_data<T: Clone>(data: &[T], seed: Option<u32>) -> DataSplit<T> {
     let order: Vec<usize> = match seed {
         Some(s) => crate::rng::numpy_permutation(data.len(), s),
         None => (0..data.len()).collect(),
@@ -340,7 +340,7 @@ pub fn split_data(data: &[InstructionEntry], seed: Option<u32>) -> DataSplit {
     let n = data.len();
     let train_portion = (n as f64 * 0.85) as usize;
     let test_portion = (n as f64 * 0.1) as usize;
-    let pick = |r: std::ops::Range<usize>| -> Vec<InstructionEntry> {
+    let pick = |r: std::ops::Range<usize>| -> Vec<T> {
         order[r].iter().map(|&i| data[i].clone()).collect()
     };
     DataSplit {
