@@ -86,7 +86,7 @@ pub mod train;
 
 pub use settings::Settings;
 
-/// Tests that seed libtorch's global generator must not interleave: take this
+/// Tests that seed or draw from libtorch's global generator must not interleave: take this
 /// lock first (cargo runs tests on several threads).
 #[cfg(test)]
 pub(crate) fn rng_lock() -> std::sync::MutexGuard<'static, ()> {

@@ -184,6 +184,7 @@ mod tests {
     /// softmax) gives what the fused call gives.
     #[test]
     fn fused_equals_written_out() {
+        let _rng = crate::rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let att = GroupedQueryAttention::new(vs.root(), 32, 4, 2, Some(16), true);
         let (cos, sin) = compute_rope_params(16, 10_000.0, 8, None);

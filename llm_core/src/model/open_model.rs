@@ -793,6 +793,7 @@ mod tests {
 
     #[test]
     fn book_parameter_counts() {
+        let _rng = crate::rng_lock();
         // the book's notebooks: Qwen3 0.6B 596,049,920 unique parameters
         // (751,632,384 with the tied head counted), Llama 3.2 1B 1,235,814,400
         // (1,498,482,688)

@@ -75,6 +75,7 @@ mod tests {
 
     #[test]
     fn matches_the_formula_and_keeps_the_dtype() {
+        let _rng = crate::rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let norm = RmsNorm::new(vs.root(), 8, 1e-5);
         tch::no_grad(|| {

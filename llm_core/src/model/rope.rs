@@ -161,6 +161,7 @@ mod tests {
 
     #[test]
     fn offset_equals_later_rows() {
+        let _rng = crate::rng_lock();
         let (cos, sin) = compute_rope_params(8, 10_000.0, 16, None);
         let x = Tensor::randn([1, 2, 6, 8], (Kind::Float, Device::Cpu));
         let all = apply_rope(&x, &cos, &sin, 0);
