@@ -290,3 +290,138 @@ fn dpo_training_matches_the_book_code() {
     }
     assert!(o["reference_unchanged"].as_bool().unwrap());
 }
+
+/// The oracle's setup: data, loaders, and a seeded policy and reference.
+fn oracle_setup() -> (
+    GptConfig,
+    llm_core::finetune::dpo::PreferenceLoader,
+    llm_core::finetune::dpo::PreferenceLoader,
+    nn::VarStore,
+    GptModel,
+    GptModel,
+) {
+    let o = oracle();
+    let c = &o["config"];
+    let cfg = GptConfig {
+        vocab_size: c["vocab_size"].as_i64().unwrap(),
+        context_length: c["context_length"].as_i64().unwrap(),
+        emb_dim: c["emb_dim"].as_i64().unwrap(),
+        n_heads: c["n_heads"].as_i64().unwrap(),
+        n_layers: c["n_layers"].as_i64().unwrap(),
+        drop_rate: c["drop_rate"].as_f64().unwrap(),
+        qkv_bias: c["qkv_bias"].as_bool().unwrap(),
+    };
+    let data =
+        load_preference_data(common::data_dir().join("instruction-data-with-preference.json"))
+            .unwrap();
+    let tokenizer = common::gpt2();
+    let collate = PreferenceCollate {
+        allowed_max_length: Some(256),
+        ..Default::default()
+    };
+    let train = PreferenceDataset::new(&data[..8], tokenizer)
+        .unwrap()
+        .into_loader(2, true, true, collate);
+    let val = PreferenceDataset::new(&data[8..12], tokenizer)
+        .unwrap()
+        .into_loader(2, false, false, collate);
+    tch::manual_seed(123);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let policy = GptModel::new(vs.root(), &cfg).unwrap();
+    let mut vs_ref = nn::VarStore::new(Device::Cpu);
+    let reference = GptModel::new(vs_ref.root(), &cfg).unwrap();
+    vs_ref.copy(&vs).unwrap();
+    std::mem::forget(vs_ref);
+    (cfg, train, val, vs, policy, reference)
+}
+
+#[test]
+fn a_dpo_checkpoint_resumes_exactly() {
+    use llm_core::finetune::dpo::{train_model_dpo, Checkpointing, DpoHistory};
+    use llm_core::train::checkpoint::load_training_checkpoint_of;
+    let _rng = common::rng_lock();
+    let opts = |num_epochs| DpoOptions {
+        num_epochs,
+        beta: 0.1,
+        eval_freq: 2,
+        eval_iter: 1,
+    };
+
+    // two epochs in one go
+    let (_, train, val, vs, policy, reference) = oracle_setup();
+    tch::manual_seed(123);
+    let mut optimizer = AdamW::new(named_parameters(&vs, &policy.parameters()), 1e-3, 0.01);
+    let straight = train_model_dpo(
+        &policy,
+        &reference,
+        &train,
+        &val,
+        &mut optimizer,
+        &opts(2),
+        None,
+        None,
+    )
+    .unwrap();
+
+    // one epoch, a checkpoint, then a fresh process's worth of state resumes the second
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("dpo");
+    let (cfg, train, val, vs, policy, reference) = oracle_setup();
+    tch::manual_seed(123);
+    let mut optimizer = AdamW::new(named_parameters(&vs, &policy.parameters()), 1e-3, 0.01);
+    let checkpointing = Checkpointing {
+        vs: &vs,
+        dir: ckpt.clone(),
+    };
+    let first = train_model_dpo(
+        &policy,
+        &reference,
+        &train,
+        &val,
+        &mut optimizer,
+        &opts(1),
+        Some(&checkpointing),
+        None,
+    )
+    .unwrap();
+    assert_eq!(first.epochs_done, 1);
+
+    tch::manual_seed(999); // whatever happens in between: the checkpoint restores the generator
+    let mut vs2 = nn::VarStore::new(Device::Cpu);
+    let policy2 = GptModel::new(vs2.root(), &cfg).unwrap();
+    let mut optimizer2 = AdamW::new(named_parameters(&vs2, &policy2.parameters()), 1e-3, 0.01);
+    let info = load_training_checkpoint_of::<DpoHistory>(&ckpt, &mut vs2, &mut optimizer2).unwrap();
+    assert_eq!(info.history, first);
+    let resumed = train_model_dpo(
+        &policy2,
+        &reference,
+        &train,
+        &val,
+        &mut optimizer2,
+        &opts(2),
+        None,
+        Some(info.history),
+    )
+    .unwrap();
+    assert_eq!(resumed, straight);
+    let straight_weights: Vec<Tensor> = {
+        let (_, train, val, vs, policy, reference) = oracle_setup();
+        tch::manual_seed(123);
+        let mut optimizer = AdamW::new(named_parameters(&vs, &policy.parameters()), 1e-3, 0.01);
+        train_model_dpo(
+            &policy,
+            &reference,
+            &train,
+            &val,
+            &mut optimizer,
+            &opts(2),
+            None,
+            None,
+        )
+        .unwrap();
+        policy.parameters().iter().map(|t| t.copy()).collect()
+    };
+    for (a, b) in policy2.parameters().iter().zip(&straight_weights) {
+        assert!(a.equal(b));
+    }
+}

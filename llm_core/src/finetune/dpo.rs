@@ -23,7 +23,7 @@
 //! | tokenize prompt, chosen, rejected | [`PreferenceDataset`] |
 //! | pad, masks (padding and, by default, the prompt) | [`custom_collate_fn`], [`PreferenceLoader`] |
 //! | the loss | [`compute_logprobs`], [`compute_dpo_loss`], [`compute_dpo_loss_batch`], [`compute_dpo_loss_loader`], [`evaluate_dpo_loss_loader`] |
-//! | training | [`train_model_dpo_simple`] |
+//! | training | [`train_model_dpo_simple`]; [`train_model_dpo`] with checkpoints and resume |
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,10 +36,13 @@ use crate::files::io_err;
 use crate::finetune::instruct::{
     format_input, location, InstructionDataError, InstructionEntry, PAD_TOKEN_ID,
 };
+use crate::model::gpt::GptModel;
 use crate::progress::Progress;
 use crate::text::loader::BatchSampler;
 use crate::text::tokenizer::{Tokenizer, TokenizerError};
+use crate::train::checkpoint::save_training_checkpoint;
 use crate::train::optim::AdamW;
+pub use crate::train::pretrain::Checkpointing;
 
 /// One preference example: an instruction (with optional input), the
 /// reference output, and two answers, one preferred.
@@ -511,8 +514,8 @@ pub fn evaluate_dpo_loss_loader<P: ModuleT + ?Sized, R: ModuleT + ?Sized>(
 }
 
 /// What [`train_model_dpo_simple`] records at each evaluation (the book's
-/// `tracking` dictionary).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// `tracking` dictionary), and where a run stands (for checkpoints).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DpoHistory {
     pub train_losses: Vec<f64>,
     pub train_chosen_rewards: Vec<f64>,
@@ -523,6 +526,15 @@ pub struct DpoHistory {
     pub tokens_seen: Vec<i64>,
     /// The global step of each evaluation.
     pub steps: Vec<usize>,
+    /// Epochs completed.
+    #[serde(default)]
+    pub epochs_done: usize,
+    /// Optimizer steps taken.
+    #[serde(default)]
+    pub global_step: usize,
+    /// Tokens of the chosen sequences seen so far.
+    #[serde(default)]
+    pub tokens_seen_total: i64,
 }
 
 impl DpoHistory {
@@ -556,12 +568,15 @@ pub struct DpoOptions {
     pub eval_iter: usize,
 }
 
-/// A training loss that is NaN or infinite.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("the DPO loss became {loss} at step {step}: lower the learning rate or beta")]
-pub struct DpoError {
-    pub step: usize,
-    pub loss: f64,
+/// What stops DPO training.
+#[derive(Debug, thiserror::Error)]
+pub enum DpoError {
+    /// A training loss that is NaN or infinite.
+    #[error("the DPO loss became {loss} at step {step}: lower the learning rate or beta")]
+    Diverged { step: usize, loss: f64 },
+    /// A checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::files::FileError),
 }
 
 /// The book's `train_model_dpo_simple`: for each batch, the DPO loss of
@@ -578,26 +593,87 @@ pub fn train_model_dpo_simple<P: ModuleT + ?Sized, R: ModuleT + ?Sized>(
     optimizer: &mut AdamW,
     opts: &DpoOptions,
 ) -> Result<DpoHistory, DpoError> {
-    let mut history = DpoHistory::default();
-    let mut tokens_seen: i64 = 0;
-    let mut global_step: usize = 0;
+    run(
+        policy_model,
+        reference_model,
+        train_loader,
+        val_loader,
+        optimizer,
+        opts,
+        DpoHistory::default(),
+        |_, _| Ok(()),
+    )
+}
+
+/// [`train_model_dpo_simple`] for a GPT policy, with a training checkpoint
+/// (chapter 5's format: weights, AdamW state, generator state, and the
+/// [`DpoHistory`]) written atomically into `checkpointing.dir` after every
+/// epoch, and `resume`: the history of a checkpoint loaded with
+/// [`crate::train::checkpoint::load_training_checkpoint_of`], from which
+/// training continues exactly as if it had not stopped.
+#[allow(clippy::too_many_arguments)]
+pub fn train_model_dpo<R: ModuleT + ?Sized>(
+    policy_model: &GptModel,
+    reference_model: &R,
+    train_loader: &PreferenceLoader,
+    val_loader: &PreferenceLoader,
+    optimizer: &mut AdamW,
+    opts: &DpoOptions,
+    checkpointing: Option<&Checkpointing>,
+    resume: Option<DpoHistory>,
+) -> Result<DpoHistory, DpoError> {
+    let save = |history: &DpoHistory, optimizer: &AdamW| -> Result<(), crate::files::FileError> {
+        match checkpointing {
+            Some(c) => {
+                save_training_checkpoint(&c.dir, c.vs, &policy_model.cfg, optimizer, history)
+            }
+            None => Ok(()),
+        }
+    };
+    run(
+        policy_model,
+        reference_model,
+        train_loader,
+        val_loader,
+        optimizer,
+        opts,
+        resume.unwrap_or_default(),
+        save,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run<P: ModuleT + ?Sized, R: ModuleT + ?Sized>(
+    policy_model: &P,
+    reference_model: &R,
+    train_loader: &PreferenceLoader,
+    val_loader: &PreferenceLoader,
+    optimizer: &mut AdamW,
+    opts: &DpoOptions,
+    mut history: DpoHistory,
+    save: impl Fn(&DpoHistory, &AdamW) -> Result<(), crate::files::FileError>,
+) -> Result<DpoHistory, DpoError> {
     let total = opts.num_epochs * train_loader.len();
     let mut progress = Progress::new("DPO", total);
-    for epoch in 0..opts.num_epochs {
+    if history.global_step > 0 {
+        progress.set_position(history.global_step);
+    }
+    for epoch in history.epochs_done..opts.num_epochs {
         for batch in train_loader.epoch() {
+            let global_step = history.global_step;
             optimizer.zero_grad();
             let (loss, _, _) =
                 compute_dpo_loss_batch(&batch, policy_model, reference_model, opts.beta, true);
             let value = loss.double_value(&[]);
             if !value.is_finite() {
-                return Err(DpoError {
+                return Err(DpoError::Diverged {
                     step: global_step,
                     loss: value,
                 });
             }
             loss.backward();
             optimizer.step();
-            tokens_seen += batch.chosen.numel() as i64;
+            history.tokens_seen_total += batch.chosen.numel() as i64;
             if global_step.is_multiple_of(opts.eval_freq.max(1)) {
                 let (train, val) = evaluate_dpo_loss_loader(
                     policy_model,
@@ -613,7 +689,7 @@ pub fn train_model_dpo_simple<P: ModuleT + ?Sized, R: ModuleT + ?Sized>(
                 history.val_losses.push(val.loss);
                 history.val_chosen_rewards.push(val.chosen_reward);
                 history.val_rejected_rewards.push(val.rejected_reward);
-                history.tokens_seen.push(tokens_seen);
+                history.tokens_seen.push(history.tokens_seen_total);
                 history.steps.push(global_step);
                 progress.set("loss", train.loss);
                 progress.println(&format!(
@@ -625,10 +701,12 @@ pub fn train_model_dpo_simple<P: ModuleT + ?Sized, R: ModuleT + ?Sized>(
                     val.reward_margin()
                 ));
             }
-            global_step += 1;
+            history.global_step += 1;
             progress.add_tokens(batch.chosen.numel() as u64);
-            progress.set_position(global_step);
+            progress.set_position(history.global_step);
         }
+        history.epochs_done = epoch + 1;
+        save(&history, optimizer)?;
     }
     progress.finish();
     Ok(history)

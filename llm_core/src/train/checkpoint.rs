@@ -35,9 +35,11 @@ use crate::rng::RngState;
 use crate::train::history::TrainHistory;
 use crate::train::optim::AdamW;
 
-/// What `checkpoint.json` holds.
+/// What `checkpoint.json` holds. `H` is the history of the loop that saved
+/// it: chapter 5's [`TrainHistory`], or DPO's
+/// ([`crate::finetune::dpo::DpoHistory`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CheckpointInfo {
+pub struct CheckpointInfo<H = TrainHistory> {
     /// Always `"llm-from-scratch-rs training checkpoint"`.
     pub format: String,
     pub version: u32,
@@ -46,7 +48,7 @@ pub struct CheckpointInfo {
     /// AdamW's settings and its step count.
     pub optimizer: OptimizerInfo,
     /// Epoch, step, tokens seen and the losses so far.
-    pub history: TrainHistory,
+    pub history: H,
 }
 
 /// AdamW's settings as saved in `checkpoint.json`.
@@ -81,12 +83,12 @@ const RNG_KEY: &str = "rng_state.cpu";
 /// checkpoint::save_training_checkpoint("checkpoints/verdict", &vs, &cfg, &optimizer, &TrainHistory::default())?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn save_training_checkpoint(
+pub fn save_training_checkpoint<H: Serialize + Clone>(
     dir: impl AsRef<Path>,
     vs: &VarStore,
     config: &GptConfig,
     optimizer: &AdamW,
-    history: &TrainHistory,
+    history: &H,
 ) -> Result<(), FileError> {
     let dir = dir.as_ref();
     let rng = RngState::capture(Device::Cpu).map_err(|e| format_err(dir, e.to_string()))?;
@@ -151,6 +153,13 @@ fn no_checkpoint(dir: &Path) -> FileError {
 /// load, it first finishes or cleans up what interrupted saves left
 /// ([`recover_checkpoint_dir`]).
 pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, FileError> {
+    read_checkpoint_info_of(dir)
+}
+
+/// [`read_checkpoint_info`] of a checkpoint whose history is an `H`.
+pub fn read_checkpoint_info_of<H: serde::de::DeserializeOwned>(
+    dir: impl AsRef<Path>,
+) -> Result<CheckpointInfo<H>, FileError> {
     let dir = dir.as_ref();
     recover_checkpoint_dir(dir)?;
     let path = dir.join(CHECKPOINT_JSON);
@@ -158,7 +167,7 @@ pub fn read_checkpoint_info(dir: impl AsRef<Path>) -> Result<CheckpointInfo, Fil
         return Err(no_checkpoint(dir));
     }
     let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    let info: CheckpointInfo = serde_json::from_str(crate::data::strip_bom(&text))
+    let info: CheckpointInfo<H> = serde_json::from_str(crate::data::strip_bom(&text))
         .map_err(|e| format_err(&path, e.to_string()))?;
     if info.format != FORMAT {
         return Err(format_err(
@@ -257,8 +266,17 @@ pub fn load_training_checkpoint(
     vs: &mut VarStore,
     optimizer: &mut AdamW,
 ) -> Result<CheckpointInfo, FileError> {
+    load_training_checkpoint_of(dir, vs, optimizer)
+}
+
+/// [`load_training_checkpoint`] of a checkpoint whose history is an `H`.
+pub fn load_training_checkpoint_of<H: serde::de::DeserializeOwned>(
+    dir: impl AsRef<Path>,
+    vs: &mut VarStore,
+    optimizer: &mut AdamW,
+) -> Result<CheckpointInfo<H>, FileError> {
     let dir = dir.as_ref();
-    let info = read_checkpoint_info(dir)?;
+    let info = read_checkpoint_info_of::<H>(dir)?;
     let model_path = dir.join("model.safetensors");
     let model_tensors = read_tensors(&model_path)?;
     check_config_against_weights(
