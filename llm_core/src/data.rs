@@ -769,6 +769,7 @@ mod tests {
 
     #[test]
     fn download_verifies_and_renames() {
+        let _rng = crate::rng_lock();
         let url = serve(BODY, 1);
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("sub/file.txt");
@@ -780,6 +781,7 @@ mod tests {
 
     #[test]
     fn a_partial_download_is_resumed() {
+        let _rng = crate::rng_lock();
         let (head, tail) = BODY.split_at(20);
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("file.txt");
@@ -802,6 +804,7 @@ mod tests {
 
     #[test]
     fn open_model_dirs_are_found_locally_or_named_in_the_error() {
+        let _rng = crate::rng_lock();
         let local = tempfile::tempdir().unwrap();
         let cache = tempfile::tempdir().unwrap();
         let store = DataStore {
@@ -837,6 +840,7 @@ mod tests {
 
     #[test]
     fn bad_checksum_keeps_nothing() {
+        let _rng = crate::rng_lock();
         let url = serve(BODY, 1);
         let dir = tempfile::tempdir().unwrap();
         let dest = dir.path().join("file.txt");
@@ -848,6 +852,7 @@ mod tests {
 
     #[test]
     fn the_servers_stated_sha256_is_checked() {
+        let _rng = crate::rng_lock();
         let good = serve_with(
             BODY,
             1,
@@ -863,6 +868,7 @@ mod tests {
 
     #[test]
     fn gpt2_dir_is_found_locally_by_book_name_or_repo() {
+        let _rng = crate::rng_lock();
         let local = tempfile::tempdir().unwrap();
         let repo = local.path().join("openai-community/gpt2");
         fs::create_dir_all(&repo).unwrap();
@@ -892,6 +898,7 @@ mod tests {
 
     #[test]
     fn unreachable_server_is_a_clear_error() {
+        let _rng = crate::rng_lock();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener); // nothing listens there now
@@ -908,6 +915,7 @@ mod tests {
 
     #[test]
     fn store_prefers_local_then_cache_then_download() {
+        let _rng = crate::rng_lock();
         let url: &'static str = Box::leak(serve(BODY, 1).into_boxed_str());
         let file = DataFile {
             name: "nested/file.txt",
@@ -942,6 +950,7 @@ mod tests {
 
     #[test]
     fn a_damaged_local_copy_is_named_never_used() {
+        let _rng = crate::rng_lock();
         let file = DataFile {
             name: "vocab.bpe",
             url: "http://127.0.0.1:9/vocab.bpe",
@@ -979,6 +988,7 @@ mod tests {
 
     #[test]
     fn a_member_is_extracted_from_a_zip_and_checked() {
+        let _rng = crate::rng_lock();
         use std::io::Write as _;
         let mut buf = std::io::Cursor::new(Vec::new());
         {
@@ -1013,6 +1023,7 @@ mod tests {
 
     #[test]
     fn unknown_name_lists_known_files() {
+        let _rng = crate::rng_lock();
         let err = find("the-verdikt.txt").unwrap_err().to_string();
         assert!(
             err.contains("the-verdikt.txt") && err.contains("the-verdict.txt"),
@@ -1022,6 +1033,7 @@ mod tests {
 
     #[test]
     fn table_matches_shared_data_when_present() {
+        let _rng = crate::rng_lock();
         let Some(dir) = std::env::var_os("LLM_DATA_DIR").map(PathBuf::from) else {
             return;
         };

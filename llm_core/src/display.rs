@@ -169,6 +169,7 @@ mod tests {
 
     #[test]
     fn table_text_and_html() {
+        let _rng = crate::rng_lock();
         let t = Table::new(&["a", "bb"]).row(["1", "<x>"]).row(["333", "4"]);
         assert_eq!(t.to_string(), "a    bb\n1    <x>\n333  4\n");
         let html = html_table(&["a"], &[vec!["<x>"]]);

@@ -666,6 +666,7 @@ mod tests {
 
     #[test]
     fn save_and_load_roundtrip_leaves_no_temp_files() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ckpt/model.safetensors");
         let vs = nn::VarStore::new(Device::Cpu);
@@ -684,6 +685,7 @@ mod tests {
 
     #[test]
     fn failed_write_keeps_the_old_file() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state.json");
         write_bytes(&path, b"old").unwrap();
@@ -701,6 +703,7 @@ mod tests {
 
     #[test]
     fn missing_file_is_named() {
+        let _rng = crate::rng_lock();
         let mut vs = nn::VarStore::new(Device::Cpu);
         let err = load_varstore(&mut vs, "/nonexistent/model.safetensors").unwrap_err();
         assert!(err.to_string().contains("/nonexistent/model.safetensors"));

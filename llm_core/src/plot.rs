@@ -724,6 +724,7 @@ mod tests {
 
     #[test]
     fn ticks_of_small_numbers_never_round_to_zero() {
+        let _rng = crate::rng_lock();
         let ticks: Vec<String> = [0.0, 1e-20, 1e-4, 1.5e-4, 4e-4, 5e-4]
             .map(|v| format_tick_on_axis(v, 5e-4))
             .to_vec();
@@ -734,6 +735,7 @@ mod tests {
 
     #[test]
     fn svg_has_title_axes_legend_and_lines() {
+        let _rng = crate::rng_lock();
         let svg = LineChart::new("Loss <demo>")
             .x_label("Epochs")
             .y_label("Loss")
@@ -758,6 +760,7 @@ mod tests {
 
     #[test]
     fn loss_plot_has_tokens_seen_axis() {
+        let _rng = crate::rng_lock();
         let svg = loss_plot(
             &[0.0, 5.0, 10.0],
             &[0.0, 23040.0, 46080.0],
@@ -787,6 +790,7 @@ mod tests {
 
     #[test]
     fn mismatched_series_is_an_error_naming_it() {
+        let _rng = crate::rng_lock();
         let err = LineChart::new("t")
             .line("s1", &[1.0, 2.0], &[1.0])
             .to_svg()
@@ -796,6 +800,7 @@ mod tests {
 
     #[test]
     fn save_writes_the_file() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out/plot.svg");
         LineChart::new("t")
@@ -807,6 +812,7 @@ mod tests {
 
     #[test]
     fn heatmap_labels_values_and_shape_errors() {
+        let _rng = crate::rng_lock();
         let svg = Heatmap::new("w", &[vec![0.5, 0.25], vec![f64::NEG_INFINITY, 1.0]])
             .row_labels(&["q1", "q2"])
             .col_labels(&["k1", "k2"])
@@ -826,6 +832,7 @@ mod tests {
 
     #[test]
     fn ticks() {
+        let _rng = crate::rng_lock();
         assert_eq!(format_tick(1200.0), "1.2k");
         assert_eq!(format_tick(3_000_000.0), "3M");
         assert_eq!(format_tick(0.5), "0.5");

@@ -242,6 +242,7 @@ mod tests {
 
     #[test]
     fn line_shows_step_metrics_and_eta() {
+        let _rng = crate::rng_lock();
         let mut p = Progress::new("train", 200).quiet();
         p.set("loss", 3.25);
         p.set("lr", 4e-4);
@@ -257,6 +258,7 @@ mod tests {
 
     #[test]
     fn lines_mode_draws_at_each_tenth_at_most() {
+        let _rng = crate::rng_lock();
         let mut p = Progress::new("train", 1000);
         p.mode = Mode::Lines(Duration::ZERO);
         let mut drawn = Vec::new();
@@ -274,6 +276,7 @@ mod tests {
 
     #[test]
     fn durations() {
+        let _rng = crate::rng_lock();
         assert_eq!(format_duration(59.4), "0:59");
         assert_eq!(format_duration(61.0), "1:01");
         assert_eq!(format_duration(3723.0), "1:02:03");

@@ -354,6 +354,7 @@ mod tests {
 
     #[test]
     fn full_smoke_and_env_values() {
+        let _rng = crate::rng_lock();
         let mut s = Settings::new(false);
         assert_eq!(s.get_or_smoke("test_settings_a", 10i64, 1), 10);
         let mut s2 = Settings::new(true);
@@ -370,6 +371,7 @@ mod tests {
 
     #[test]
     fn bad_override_names_the_variable() {
+        let _rng = crate::rng_lock();
         std::env::set_var("LLM_TEST_SETTINGS_C", "ten");
         let mut s = Settings::new(false);
         let err = s
@@ -384,6 +386,7 @@ mod tests {
 
     #[test]
     fn devices_parse() {
+        let _rng = crate::rng_lock();
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
         assert!(parse_device("tpu").unwrap_err().contains("expected auto"));
         if !tch::Cuda::is_available() {

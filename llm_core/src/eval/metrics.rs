@@ -152,6 +152,7 @@ mod tests {
 
     #[test]
     fn words_drop_case_and_punctuation() {
+        let _rng = crate::rng_lock();
         assert_eq!(
             words("Hello, World! It's 9:30."),
             ["hello", "world", "it", "s", "9", "30"]
@@ -161,6 +162,7 @@ mod tests {
 
     #[test]
     fn lcs_and_rouge() {
+        let _rng = crate::rng_lock();
         assert_eq!(lcs_length(&[1, 2, 3, 4], &[2, 4, 3]), 2);
         assert_eq!(lcs_length::<u8>(&[], &[1]), 0);
         let same = rouge_l("a b c", "A, b. C!");
@@ -175,6 +177,7 @@ mod tests {
 
     #[test]
     fn scores_over_entries() {
+        let _rng = crate::rng_lock();
         let mut a = InstructionEntry::new("i", "", "The sky is blue.");
         a.model_response = Some("the sky is blue".into());
         let mut b = InstructionEntry::new("i", "", "Seven");

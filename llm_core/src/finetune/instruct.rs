@@ -740,6 +740,7 @@ mod tests {
 
     #[test]
     fn the_books_toy_batch() {
+        let _rng = crate::rng_lock();
         let batch = [vec![0i64, 1, 2, 3, 4], vec![5, 6], vec![7, 8, 9]];
         let (inputs, targets) = custom_collate_fn(&batch, None, &CollateOptions::default());
         assert_eq!(
@@ -762,6 +763,7 @@ mod tests {
 
     #[test]
     fn truncation_and_masking() {
+        let _rng = crate::rng_lock();
         let batch = [vec![0i64, 1, 2, 3, 4], vec![5, 6], vec![7, 8, 9]];
         let opts = CollateOptions {
             allowed_max_length: Some(3),
@@ -799,6 +801,7 @@ mod tests {
 
     #[test]
     fn prompt_formats() {
+        let _rng = crate::rng_lock();
         let with_input = InstructionEntry::new("Translate to French.", "Hello", "Bonjour");
         let without = InstructionEntry::new("Name a prime.", "", "Seven.");
         assert_eq!(
@@ -840,6 +843,7 @@ mod tests {
 
     #[test]
     fn bad_files_name_entry_and_field() {
+        let _rng = crate::rng_lock();
         let cases = [
             ("{}", "data.json: invalid type: map, expected a sequence"),
             (
@@ -873,6 +877,7 @@ mod tests {
 
     #[test]
     fn saved_responses_read_back() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("with-response.json");
         let mut e = InstructionEntry::new("Say \"hi\".", "", "Hi — there");

@@ -448,6 +448,7 @@ mod tests {
 
     #[test]
     fn pandas_quoting_joins_lines_inside_quotes() {
+        let _rng = crate::rng_lock();
         let text = "ham\tplain \"quote\" inside\nham\t\"starts quoted\nand goes on\" then more\nspam\tlast\n";
         let (_d, p) = write(text);
         let pandas = read_sms_collection(&p, Quoting::Pandas).unwrap();
@@ -465,6 +466,7 @@ mod tests {
 
     #[test]
     fn bad_lines_are_named() {
+        let _rng = crate::rng_lock();
         let (_d, p) = write("ham\tfine\nspamm\toops\n");
         let err = read_sms_collection(&p, Quoting::Pandas)
             .unwrap_err()
@@ -494,6 +496,7 @@ mod tests {
 
     #[test]
     fn csv_quotes_and_commas() {
+        let _rng = crate::rng_lock();
         let (_d, p) = write("Label,Text\n1,\"Win, now! \"\"Free\"\"\"\n0,\"two\nlines\"\n");
         let rows = read_split_csv(&p).unwrap();
         assert_eq!(
@@ -508,6 +511,7 @@ mod tests {
 
     #[test]
     fn truncation_and_padding() {
+        let _rng = crate::rng_lock();
         let tokenizer = crate::text::tokenizer::SimpleTokenizerV1::from_text("a b c d e");
         let messages = vec![
             SmsMessage {

@@ -163,6 +163,7 @@ mod tests {
 
     #[test]
     fn bounds_match_pytorch_formula() {
+        let _rng = crate::rng_lock();
         // 1/sqrt(fan_in), up to float64 rounding of PyTorch's step-by-step formula
         for fan_in in [1, 2, 3, 50, 768, 3072] {
             let b = linear_weight_bound(fan_in);

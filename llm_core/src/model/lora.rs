@@ -150,6 +150,7 @@ mod tests {
 
     #[test]
     fn delta_weight_is_the_forward_as_a_linear_weight() {
+        let _rng = crate::rng_lock();
         let vs = VarStore::new(Device::Cpu);
         let lora = LoraLayer::new(vs.root() / "l", 5, 3, 2, 8.0);
         tch::no_grad(|| {

@@ -829,6 +829,7 @@ mod tests {
 
     #[test]
     fn hub_config_errors_name_the_key() {
+        let _rng = crate::rng_lock();
         let path = FsPath::new("config.json");
         let text = r#"{"model_type": "mistral"}"#;
         let e = OpenModelConfig::from_hf_config(text, path).unwrap_err();

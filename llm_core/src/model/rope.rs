@@ -149,6 +149,7 @@ mod tests {
 
     #[test]
     fn scaling_leaves_high_frequencies_and_slows_low_ones() {
+        let _rng = crate::rng_lock();
         let plain = inverse_frequencies(64, 500_000.0, None);
         let scaled = inverse_frequencies(64, 500_000.0, Some(&RopeScaling::llama3()));
         let (p, s) = (

@@ -199,6 +199,7 @@ mod tests {
 
     #[test]
     fn windows_and_shifted_targets() {
+        let _rng = crate::rng_lock();
         let ids: Vec<u32> = (0..10).collect();
         let d = GptDatasetV1::from_ids(&ids, 3, 2).unwrap();
         // starts 0, 2, 4, 6 (range(0, 7, 2))
@@ -215,12 +216,14 @@ mod tests {
 
     #[test]
     fn exactly_max_length_plus_one_gives_one_pair() {
+        let _rng = crate::rng_lock();
         let d = GptDatasetV1::from_ids(&[1, 2, 3, 4, 5], 4, 1).unwrap();
         assert_eq!(d.len(), 1);
     }
 
     #[test]
     fn too_short_and_zero_sizes_are_errors() {
+        let _rng = crate::rng_lock();
         let err = GptDatasetV1::from_ids(&[1, 2, 3, 4], 4, 1).unwrap_err();
         assert!(matches!(
             err,

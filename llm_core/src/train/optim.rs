@@ -383,6 +383,7 @@ mod tests {
 
     #[test]
     fn first_step_moves_each_weight_by_lr_times_sign_of_gradient() {
+        let _rng = crate::rng_lock();
         // with bias correction, Adam's first step is lr * g / (|g| + eps')
         let (_vs, w) = quadratic_problem();
         let before = w.copy();
@@ -396,6 +397,7 @@ mod tests {
 
     #[test]
     fn weight_decay_shrinks_weights_without_gradient_signal() {
+        let _rng = crate::rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let w = vs.root().var_copy("w", &Tensor::from_slice(&[2.0f32]));
         let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.1, 0.5);
@@ -408,6 +410,7 @@ mod tests {
 
     #[test]
     fn restored_state_continues_exactly() {
+        let _rng = crate::rng_lock();
         let (_vs, w) = quadratic_problem();
         let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.05, 0.1);
         train(&mut opt, &w, 3);
@@ -431,6 +434,7 @@ mod tests {
 
     #[test]
     fn bad_state_names_the_tensor() {
+        let _rng = crate::rng_lock();
         let (_vs, w) = quadratic_problem();
         let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 0.05, 0.1);
         let z = Tensor::zeros([2], (Kind::Float, Device::Cpu));
@@ -465,6 +469,7 @@ mod tests {
 
     #[test]
     fn frozen_parameters_are_not_touched() {
+        let _rng = crate::rng_lock();
         let vs = nn::VarStore::new(Device::Cpu);
         let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32]));
         let frozen = vs
@@ -489,6 +494,7 @@ mod tests {
 
     #[test]
     fn named_parameters_finds_store_names() {
+        let _rng = crate::rng_lock();
         let (vs, w) = quadratic_problem();
         let loose = Tensor::zeros([1], (Kind::Float, Device::Cpu));
         let named = named_parameters(&vs, &[&w, &loose]);

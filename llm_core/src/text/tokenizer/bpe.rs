@@ -835,6 +835,7 @@ mod tests {
 
     #[test]
     fn merge_pair_merges_left_to_right() {
+        let _rng = crate::rng_lock();
         let mut ids = vec![1, 1, 1, 2, 1, 1];
         merge_pair(&mut ids, (1, 1), 9);
         assert_eq!(ids, [9, 1, 2, 9]);
@@ -842,6 +843,7 @@ mod tests {
 
     #[test]
     fn training_counts_distinct_pieces_weighted() {
+        let _rng = crate::rng_lock();
         // pieces "ab" (once) and " ab" (three times): "a"+"b" occurs 4
         // times, " "+"a" 3 times, so "ab" comes first, then " "+"ab"
         let t = BpeTokenizer::train("ab ab ab ab", 256 + 2, &[]).unwrap();
@@ -853,6 +855,7 @@ mod tests {
 
     #[test]
     fn training_stops_when_nothing_is_left_to_merge() {
+        let _rng = crate::rng_lock();
         let t = BpeTokenizer::train("ab", 1000, &[]).unwrap();
         assert_eq!(t.merges().len(), 1);
         assert_eq!(t.vocab_size(), 257);
@@ -860,6 +863,7 @@ mod tests {
 
     #[test]
     fn bad_training_requests_are_errors() {
+        let _rng = crate::rng_lock();
         assert!(BpeTokenizer::train("x", 255, &[]).is_err());
         assert!(BpeTokenizer::train("x", 256, &["<s>"]).is_err());
         assert!(BpeTokenizer::train("x", 300, &["<s>", "<s>"]).is_err());
@@ -867,6 +871,7 @@ mod tests {
 
     #[test]
     fn special_tokens_are_not_learned_from() {
+        let _rng = crate::rng_lock();
         let text = "<|endoftext|><|endoftext|><|endoftext|>ab";
         let t = BpeTokenizer::train(text, 256 + 1 + 1, &["<|endoftext|>"]).unwrap();
         assert_eq!(t.token_bytes(t.merges()[0].id), Some(&b"ab"[..]));
@@ -878,6 +883,7 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn heap_merging_equals_rescanning(text in "[a-e]{0,300}|[ab]{0,200}|[a-c ]{0,200}") {
+            let _rng = crate::rng_lock();
             let t = trained_on_letters();
             proptest::prop_assert_eq!(t.apply_merges_heap(text.as_bytes()), t.apply_merges_scan(text.as_bytes()));
         }
@@ -905,6 +911,7 @@ mod tests {
 
     #[test]
     fn heap_merging_keeps_rescan_order_for_out_of_order_merges() {
+        let _rng = crate::rng_lock();
         // rank 0 merges "ab"+"a", but "ab" is only made by rank 1: on
         // "abab" a rescan first makes both "ab"s, and then "ab"+"a" no
         // longer occurs
@@ -930,6 +937,7 @@ mod tests {
 
     #[test]
     fn unknown_id_is_named() {
+        let _rng = crate::rng_lock();
         let t = BpeTokenizer::train("ab", 257, &[]).unwrap();
         let err = t.decode(&[97, 300]).unwrap_err().to_string();
         assert!(err.contains("id 300"), "{err}");

@@ -295,6 +295,7 @@ mod tests {
 
     #[test]
     fn alphabet_is_a_bijection_onto_printable_chars() {
+        let _rng = crate::rng_lock();
         let table = bytes_to_unicode();
         let mut chars: Vec<char> = table.to_vec();
         chars.sort();
@@ -310,6 +311,7 @@ mod tests {
 
     #[test]
     fn merges_file_errors_name_file_and_line() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("vocab.bpe");
         std::fs::write(&path, "#version: 0.2\nĠ t\nh e x\n").unwrap();
@@ -331,6 +333,7 @@ mod tests {
 
     #[test]
     fn encoder_errors_name_the_file() {
+        let _rng = crate::rng_lock();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("encoder.json");
         let err = read_encoder_json(&path).unwrap_err().to_string();

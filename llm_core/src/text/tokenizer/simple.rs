@@ -362,6 +362,7 @@ mod tests {
 
     #[test]
     fn split_matches_the_books_example() {
+        let _rng = crate::rng_lock();
         let text = "Hello, world. Is this-- a test?";
         assert_eq!(
             split_text(text),
@@ -374,17 +375,20 @@ mod tests {
     proptest! {
         #[test]
         fn split_equals_the_books_regex(text in r#"([a-c \n\t,.:;?_!"()'-]|é|\u{3000}){0,40}"#) {
+            let _rng = crate::rng_lock();
             prop_assert_eq!(split_text(&text), split_with_regex(&text));
         }
 
         #[test]
         fn decode_cleanup_equals_the_books_regex(text in r#"([a-c \n\t,.:;?_!"()'-]|\u{3000}){0,40}"#) {
+            let _rng = crate::rng_lock();
             prop_assert_eq!(remove_space_before_punctuation(&text), sub_with_regex(&text));
         }
     }
 
     #[test]
     fn vocab_from_a_map_must_be_dense() {
+        let _rng = crate::rng_lock();
         let map = |pairs: &[(&str, u32)]| {
             pairs
                 .iter()
@@ -400,6 +404,7 @@ mod tests {
 
     #[test]
     fn unknown_word_and_id_are_named() {
+        let _rng = crate::rng_lock();
         let t = SimpleTokenizerV1::from_text("the cat");
         let err = t.encode("the dog").unwrap_err().to_string();
         assert!(err.contains("\"dog\""), "{err}");
