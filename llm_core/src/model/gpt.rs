@@ -136,6 +136,48 @@ pub fn check_token_ids(
     Ok(())
 }
 
+/// Check one step through a KV cache before it changes anything: `idx`
+/// holds at least one new token with ids in `0..vocab_size`, the cache has
+/// the model's `n_layers`, the new tokens fit before `context_length`, and
+/// `attention_mask` (if any) is `[batch, new]`. Returns `(batch, new)`.
+pub(crate) fn check_cache_step(
+    idx: &Tensor,
+    cache: &KvCache,
+    attention_mask: Option<&Tensor>,
+    n_layers: usize,
+    vocab_size: i64,
+    context_length: i64,
+) -> Result<(i64, i64), ModelError> {
+    check_token_ids(idx, vocab_size, i64::MAX)?;
+    let (batch, new) = (idx.size()[0], idx.size()[1]);
+    if new == 0 {
+        return Err(ModelError::Input("no new tokens for the cache".into()));
+    }
+    if cache.n_layers() != n_layers {
+        return Err(KvCacheError::Layers {
+            cached: cache.n_layers(),
+            model: n_layers,
+        }
+        .into());
+    }
+    if cache.current_pos() + new > context_length {
+        return Err(KvCacheError::BeyondContext {
+            current_pos: cache.current_pos(),
+            new,
+            context_length,
+        }
+        .into());
+    }
+    if let Some(m) = attention_mask.filter(|m| m.size() != [batch, new]) {
+        return Err(ModelError::Input(format!(
+            "attention_mask has shape {:?}, the tokens {:?}",
+            m.size(),
+            [batch, new]
+        )));
+    }
+    Ok((batch, new))
+}
+
 /// What generation needs to know of a model besides its forward pass:
 /// how many positions it covers and how many tokens it knows.
 pub trait LanguageModel: ModuleT {
@@ -759,33 +801,14 @@ impl GptModel {
         cache: &mut KvCache,
         attention_mask: Option<&Tensor>,
     ) -> Result<Tensor, ModelError> {
-        check_token_ids(idx, self.cfg.vocab_size, i64::MAX)?;
-        let (batch, new) = (idx.size()[0], idx.size()[1]);
-        if new == 0 {
-            return Err(ModelError::Input("no new tokens for the cache".into()));
-        }
-        if cache.n_layers() != self.trf_blocks.len() {
-            return Err(KvCacheError::Layers {
-                cached: cache.n_layers(),
-                model: self.trf_blocks.len(),
-            }
-            .into());
-        }
-        if cache.current_pos() + new > self.cfg.context_length {
-            return Err(KvCacheError::BeyondContext {
-                current_pos: cache.current_pos(),
-                new,
-                context_length: self.cfg.context_length,
-            }
-            .into());
-        }
-        if let Some(m) = attention_mask.filter(|m| m.size() != [batch, new]) {
-            return Err(ModelError::Input(format!(
-                "attention_mask has shape {:?}, the tokens {:?}",
-                m.size(),
-                [batch, new]
-            )));
-        }
+        let (batch, new) = check_cache_step(
+            idx,
+            cache,
+            attention_mask,
+            self.trf_blocks.len(),
+            self.cfg.vocab_size,
+            self.cfg.context_length,
+        )?;
         let pad = attention_mask.map(|m| m.eq(0));
         let step = cache.begin_step(batch, new, pad.as_ref(), idx.device())?;
         let x = self.tok_emb.forward(idx) + self.pos_emb.forward(&step.positions);

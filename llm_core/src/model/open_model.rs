@@ -44,10 +44,10 @@ use tch::nn::{Module, ModuleT, Path};
 use tch::{Device, Kind, Tensor};
 
 use crate::display::thousands;
-use crate::model::gpt::{check_token_ids, LanguageModel, ModelError};
+use crate::model::gpt::{check_cache_step, check_token_ids, LanguageModel, ModelError};
 use crate::model::gqa::GroupedQueryAttention;
 use crate::model::init::{self, Embedding};
-use crate::model::kv_cache::{KvCache, KvCacheError};
+use crate::model::kv_cache::KvCache;
 use crate::model::linear::Linear;
 use crate::model::rms_norm::RmsNorm;
 use crate::model::rope::{compute_rope_params, rope_rows, RopeScaling};
@@ -582,33 +582,14 @@ impl OpenModel {
         cache: &mut KvCache,
         attention_mask: Option<&Tensor>,
     ) -> Result<Tensor, ModelError> {
-        check_token_ids(idx, self.cfg.vocab_size, i64::MAX)?;
-        let (batch, new) = (idx.size()[0], idx.size()[1]);
-        if new == 0 {
-            return Err(ModelError::Input("no new tokens for the cache".into()));
-        }
-        if cache.n_layers() != self.trf_blocks.len() {
-            return Err(KvCacheError::Layers {
-                cached: cache.n_layers(),
-                model: self.trf_blocks.len(),
-            }
-            .into());
-        }
-        if cache.current_pos() + new > self.cfg.context_length {
-            return Err(KvCacheError::BeyondContext {
-                current_pos: cache.current_pos(),
-                new,
-                context_length: self.cfg.context_length,
-            }
-            .into());
-        }
-        if let Some(m) = attention_mask.filter(|m| m.size() != [batch, new]) {
-            return Err(ModelError::Input(format!(
-                "attention_mask has shape {:?}, the tokens {:?}",
-                m.size(),
-                [batch, new]
-            )));
-        }
+        let (batch, new) = check_cache_step(
+            idx,
+            cache,
+            attention_mask,
+            self.trf_blocks.len(),
+            self.cfg.vocab_size,
+            self.cfg.context_length,
+        )?;
         let pad = attention_mask.map(|m| m.eq(0));
         let step = cache.begin_step(batch, new, pad.as_ref(), idx.device())?;
         let mut x = self.tok_emb.forward(idx);
