@@ -4,7 +4,8 @@
 //!    linked against as `cargo:libtorch_lib`, which Cargo exposes to direct
 //!    dependants as DEP_TCH_LIBTORCH_LIB.
 //! 2. Compile `csrc/*.cpp` (libtorch's generator state for `llm_core::rng`;
-//!    PyTorch's exact AdamW step and `set_to_none` for `llm_core::optim`)
+//!    PyTorch's exact AdamW step and `set_to_none` for `llm_core::optim`;
+//!    autocast, TF32 and the fused AdamW kernel for `llm_core::train::speed`)
 //!    against the headers next to that lib dir.
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/rng_state.cpp");
     println!("cargo:rerun-if-changed=csrc/adamw.cpp");
+    println!("cargo:rerun-if-changed=csrc/speed.cpp");
     let dir = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys did not publish its libtorch lib dir (DEP_TCH_LIBTORCH_LIB)");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
@@ -34,5 +36,6 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         .file("csrc/rng_state.cpp")
         .file("csrc/adamw.cpp")
+        .file("csrc/speed.cpp")
         .compile("llm_aten_shim");
 }

@@ -505,14 +505,88 @@ impl MultiHeadAttention {
 
 impl ModuleT for MultiHeadAttention {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_fast(x, train, false, false)
+    }
+}
+
+impl MultiHeadAttention {
+    /// The forward pass with the speed recipe's two attention options (the
+    /// book's `PyTorchMultiHeadAttention` in ch05/10): `flash` computes
+    /// `softmax(mask(Q Kᵀ) / √head_dim) V` with libtorch's fused
+    /// `scaled_dot_product_attention` (FlashAttention where the device has
+    /// it; the `[num_tokens, num_tokens]` weights are never stored), and
+    /// `fused_qkv` computes queries, keys and values with one matmul against
+    /// the three weight matrices stacked (same weights, one bigger and
+    /// faster GEMM; layers with LoRA keep three). With both off this is
+    /// [`MultiHeadAttention`]'s `forward_t`, the book's code.
+    ///
+    /// ```
+    /// use llm_core::model::attention::MultiHeadAttention;
+    /// use llm_core::tch::{self, nn, nn::ModuleT, Device, Kind, Tensor};
+    ///
+    /// tch::manual_seed(123);
+    /// let vs = nn::VarStore::new(Device::Cpu);
+    /// let mha = MultiHeadAttention::new(vs.root(), 16, 8, 10, 0.0, 2, true)?;
+    /// let x = Tensor::randn([3, 10, 16], (Kind::Float, Device::Cpu));
+    /// let book = mha.forward_t(&x, false);
+    /// let fast = mha.forward_fast(&x, false, true, true);
+    /// assert!((book - fast).abs().max().double_value(&[]) < 1e-6);
+    /// # Ok::<(), llm_core::model::attention::AttentionError>(())
+    /// ```
+    pub fn forward_fast(&self, x: &Tensor, train: bool, flash: bool, fused_qkv: bool) -> Tensor {
         let num_tokens = x.size()[1];
-        let [keys, queries, values] = [&self.w_key, &self.w_query, &self.w_value]
-            .map(|w| split_heads(&w.forward(x), self.num_heads, self.head_dim));
-        let mask = mask_for(&self.mask, num_tokens, x.device());
-        let attn_weights = attention_weights(&queries, &keys, Some(&mask));
-        let attn_weights = self.dropout.forward_t(&attn_weights, train);
-        let context_vec = combine_heads(&attn_weights.matmul(&values), self.d_out);
-        self.out_proj.forward(&context_vec)
+        let [keys, queries, values] = self.project_qkv(x, fused_qkv);
+        let context_vec = if flash {
+            let context_length = self.mask.size()[0];
+            assert!(
+                num_tokens <= context_length,
+                "the input has {num_tokens} tokens, more than the context length {context_length} \
+                 this attention layer was built for"
+            );
+            let dropout_p = if train { self.dropout.p } else { 0.0 };
+            Tensor::scaled_dot_product_attention(
+                &queries,
+                &keys,
+                &values,
+                None::<Tensor>,
+                dropout_p,
+                true,
+                None::<f64>,
+                false,
+            )
+        } else {
+            let mask = mask_for(&self.mask, num_tokens, x.device());
+            let attn_weights = attention_weights(&queries, &keys, Some(&mask));
+            let attn_weights = self.dropout.forward_t(&attn_weights, train);
+            attn_weights.matmul(&values)
+        };
+        self.out_proj
+            .forward(&combine_heads(&context_vec, self.d_out))
+    }
+
+    /// Keys, queries and values split into heads, `[b, num_heads, n,
+    /// head_dim]` each: three projections in the book's order (keys first),
+    /// or one matmul against `[W_query; W_key; W_value]` when `fused`.
+    fn project_qkv(&self, x: &Tensor, fused: bool) -> [Tensor; 3] {
+        let ws = [&self.w_query, &self.w_key, &self.w_value];
+        let fusable = ws.iter().all(|w| w.lora.is_none());
+        if !(fused && fusable) {
+            return [&self.w_key, &self.w_query, &self.w_value]
+                .map(|w| split_heads(&w.forward(x), self.num_heads, self.head_dim));
+        }
+        let weight = Tensor::cat(&ws.map(|w| &w.ws), 0);
+        let bias = ws
+            .iter()
+            .map(|w| w.bs.as_ref())
+            .collect::<Option<Vec<_>>>()
+            .map(|b| Tensor::cat(&b, 0));
+        let (b, n) = (x.size()[0], x.size()[1]);
+        // [b, n, 3 d_out] -> [b, n, 3, heads, head_dim] -> [3, b, heads, n, head_dim]
+        let qkv = x
+            .linear(&weight, bias.as_ref())
+            .view([b, n, 3, self.num_heads, self.head_dim])
+            .permute([2, 0, 3, 1, 4]);
+        [qkv.get(1), qkv.get(0), qkv.get(2)]
     }
 }
 
@@ -597,28 +671,6 @@ impl From<&MultiHeadAttention> for MhaSdpa {
 
 impl ModuleT for MhaSdpa {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let mha = &self.0;
-        let num_tokens = x.size()[1];
-        let context_length = mha.mask.size()[0];
-        assert!(
-            num_tokens <= context_length,
-            "the input has {num_tokens} tokens, more than the context length {context_length} \
-             this attention layer was built for"
-        );
-        let [keys, queries, values] = [&mha.w_key, &mha.w_query, &mha.w_value]
-            .map(|w| split_heads(&w.forward(x), mha.num_heads, mha.head_dim));
-        let dropout_p = if train { mha.dropout.p } else { 0.0 };
-        let context_vec = Tensor::scaled_dot_product_attention(
-            &queries,
-            &keys,
-            &values,
-            None::<Tensor>,
-            dropout_p,
-            true,
-            None::<f64>,
-            false,
-        );
-        mha.out_proj
-            .forward(&combine_heads(&context_vec, mha.d_out))
+        self.0.forward_fast(x, train, true, false)
     }
 }

@@ -46,6 +46,7 @@ use crate::model::attention::{AttentionError, Dropout, MultiHeadAttention};
 use crate::model::init;
 use crate::model::kv_cache::{KvCache, KvCacheError};
 use crate::model::linear::Linear;
+use crate::model::precision::autocast_bf16;
 
 /// Errors from choosing or building a model, or from input it cannot take.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -411,6 +412,33 @@ impl LayerNorm {
     }
 }
 
+impl LayerNorm {
+    /// The same normalisation through libtorch's fused `layer_norm` kernel
+    /// (the book's `nn.LayerNorm` in ch05/10): one pass instead of five
+    /// operations, and less memory kept for the backward pass.
+    ///
+    /// ```
+    /// use llm_core::model::gpt::LayerNorm;
+    /// use llm_core::tch::{nn, nn::Module, Device, Kind, Tensor};
+    ///
+    /// let vs = nn::VarStore::new(Device::Cpu);
+    /// let ln = LayerNorm::new(vs.root(), 8);
+    /// let x = Tensor::randn([3, 8], (Kind::Float, Device::Cpu));
+    /// let diff = (ln.forward(&x) - ln.forward_native(&x)).abs().max().double_value(&[]);
+    /// assert!(diff < 1e-5);
+    /// ```
+    pub fn forward_native(&self, x: &Tensor) -> Tensor {
+        let emb_dim = self.scale.size()[0];
+        x.layer_norm(
+            [emb_dim],
+            Some(&self.scale),
+            Some(&self.shift),
+            self.eps,
+            true,
+        )
+    }
+}
+
 impl Module for LayerNorm {
     fn forward(&self, x: &Tensor) -> Tensor {
         let mean = x.mean_dim(-1, true, None::<Kind>);
@@ -444,6 +472,20 @@ pub fn gelu(x: &Tensor) -> Tensor {
     let half_x = x * 0.5;
     let inner = (x + x.pow_tensor_scalar(3) * 0.044715) * sqrt_2_over_pi();
     half_x * (inner.tanh() + 1.0)
+}
+
+/// [`gelu`] through libtorch's fused kernel (`nn.GELU(approximate="tanh")`,
+/// the book's ch05/10): the same function in one pass.
+///
+/// ```
+/// use llm_core::model::gpt::{gelu, gelu_native};
+/// use llm_core::tch::{Device, Kind, Tensor};
+///
+/// let x = Tensor::randn([100], (Kind::Float, Device::Cpu));
+/// assert!((gelu(&x) - gelu_native(&x)).abs().max().double_value(&[]) < 1e-5);
+/// ```
+pub fn gelu_native(x: &Tensor) -> Tensor {
+    x.gelu("tanh")
 }
 
 /// [`gelu`] as a layer.
@@ -489,6 +531,18 @@ impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Tensor {
         let (fc1, act, fc2) = &self.layers;
         fc2.forward(&act.forward(&fc1.forward(x)))
+    }
+}
+
+impl FeedForward {
+    /// The forward pass with libtorch's GELU kernel when `native`
+    /// ([`gelu_native`]), else the book's ([`Module::forward`]).
+    pub fn forward_fast(&self, x: &Tensor, native: bool) -> Tensor {
+        if !native {
+            return self.forward(x);
+        }
+        let (fc1, _, fc2) = &self.layers;
+        fc2.forward(&gelu_native(&fc1.forward(x)))
     }
 }
 
@@ -575,18 +629,73 @@ impl TransformerBlock {
 
 impl ModuleT for TransformerBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward_fast(x, train, &ModelSpeed::default())
+    }
+}
+
+impl TransformerBlock {
+    /// The block's forward pass with the options of `speed` (all off: the
+    /// book's, [`ModuleT::forward_t`]).
+    pub fn forward_fast(&self, x: &Tensor, train: bool, speed: &ModelSpeed) -> Tensor {
+        let norm = |ln: &LayerNorm, x: &Tensor| {
+            if speed.native_layers {
+                ln.forward_native(x)
+            } else {
+                ln.forward(x)
+            }
+        };
         // attention sublayer
         let shortcut = x;
-        let h = self.norm1.forward(x);
-        let h = self.att.forward_t(&h, train);
+        let h = norm(&self.norm1, x);
+        let h = self
+            .att
+            .forward_fast(&h, train, speed.flash_attention, speed.fused_qkv);
         let h = self.drop_shortcut.forward_t(&h, train);
         let x = h + shortcut;
         // feed-forward sublayer
         let shortcut = &x;
-        let h = self.norm2.forward(&x);
-        let h = self.ff.forward(&h);
+        let h = norm(&self.norm2, &x);
+        let h = self.ff.forward_fast(&h, speed.native_layers);
         let h = self.drop_shortcut.forward_t(&h, train);
         h + shortcut
+    }
+}
+
+/// Faster ways to compute the same [`GptModel`] (the book's ch05/10 speed
+/// recipe), each off by default so the book's numbers stay exact. They
+/// change how the forward pass is computed, never the weights, so they can
+/// be switched on and off on a trained model (`model.speed = ...`).
+///
+/// | field | book (ch05/10) | what changes |
+/// |---|---|---|
+/// | `native_layers` | step 6, `nn.LayerNorm`, `nn.GELU` | libtorch's fused kernels instead of the from-scratch layers |
+/// | `flash_attention` | step 7, `scaled_dot_product_attention` | fused attention; no `[n, n]` weights kept |
+/// | `fused_qkv` | step 7, `self.qkv` | one matmul for queries, keys, values |
+/// | `autocast_bf16` | step 5 (as mixed precision) | matmuls in bfloat16, weights float32 |
+///
+/// The KV-cache path ([`GptModel::forward_with_cache`]) honours
+/// `autocast_bf16` and computes the rest as the book does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelSpeed {
+    /// Attention through libtorch's fused `scaled_dot_product_attention`.
+    pub flash_attention: bool,
+    /// Queries, keys and values from one matmul.
+    pub fused_qkv: bool,
+    /// libtorch's `layer_norm` and `gelu(tanh)` kernels.
+    pub native_layers: bool,
+    /// bfloat16 autocast in the forward pass; the logits come back float32.
+    pub autocast_bf16: bool,
+}
+
+impl ModelSpeed {
+    /// Every option on.
+    pub fn all() -> Self {
+        ModelSpeed {
+            flash_attention: true,
+            fused_qkv: true,
+            native_layers: true,
+            autocast_bf16: true,
+        }
     }
 }
 
@@ -624,6 +733,8 @@ pub struct GptModel {
     pub trf_blocks: Vec<TransformerBlock>,
     pub final_norm: LayerNorm,
     pub out_head: Linear,
+    /// How the forward pass is computed ([`ModelSpeed`]; the book's way by default).
+    pub speed: ModelSpeed,
 }
 
 impl GptModel {
@@ -632,17 +743,63 @@ impl GptModel {
     /// `out_head`. Fails, before drawing any weight, when the config is out
     /// of range ([`GptConfig::validate`]).
     pub fn new<'a, P: Borrow<Path<'a>>>(path: P, cfg: &GptConfig) -> Result<Self, ModelError> {
+        Self::build(path.borrow(), cfg, cfg.vocab_size)
+    }
+
+    /// [`GptModel::new`] with the token embedding and the output head given
+    /// rows up to the next multiple of `multiple` (the speed recipe's step
+    /// 9: 50,257 → 50,304 with 64, friendlier to matmul kernels). The extra
+    /// rows are never used: token ids stay below `cfg.vocab_size`, and the
+    /// forward pass returns the logits of the real vocabulary only (computed
+    /// as one padded matmul, then narrowed), so a padded id is never in the
+    /// loss and never sampled.
+    ///
+    /// ```
+    /// use llm_core::model::gpt::{GptConfig, GptModel};
+    /// use llm_core::tch::{nn, nn::ModuleT, Device, Tensor};
+    ///
+    /// let cfg = GptConfig { vocab_size: 100, context_length: 8, emb_dim: 16, n_heads: 2, n_layers: 1,
+    ///                       ..GptConfig::gpt2_small() };
+    /// let vs = nn::VarStore::new(Device::Cpu);
+    /// let model = GptModel::with_padded_vocab(vs.root(), &cfg, 64)?;
+    /// assert_eq!(model.out_head.ws.size(), [128, 16]);
+    /// let logits = model.forward_t(&Tensor::from_slice(&[1i64, 2]).unsqueeze(0), false);
+    /// assert_eq!(logits.size(), [1, 2, 100]);
+    /// # Ok::<(), llm_core::model::gpt::ModelError>(())
+    /// ```
+    pub fn with_padded_vocab<'a, P: Borrow<Path<'a>>>(
+        path: P,
+        cfg: &GptConfig,
+        multiple: i64,
+    ) -> Result<Self, ModelError> {
+        if multiple < 1 {
+            return Err(ModelError::Config {
+                field: "pad_vocab_to",
+                value: multiple.to_string(),
+                accepted: "1 or more (64 in the book)",
+            });
+        }
+        let rows = (cfg.vocab_size + multiple - 1) / multiple * multiple;
+        Self::build(path.borrow(), cfg, rows)
+    }
+
+    /// The rows of the token embedding and the output head: `vocab_size`,
+    /// or more with [`GptModel::with_padded_vocab`].
+    pub fn padded_vocab_size(&self) -> i64 {
+        self.out_head.ws.size()[0]
+    }
+
+    fn build(path: &Path, cfg: &GptConfig, vocab_rows: i64) -> Result<Self, ModelError> {
         // fail before drawing anything (PyTorch would fail after the embeddings)
         cfg.validate()?;
-        let path = path.borrow();
-        let tok_emb = init::embedding(path / "tok_emb", cfg.vocab_size, cfg.emb_dim);
+        let tok_emb = init::embedding(path / "tok_emb", vocab_rows, cfg.emb_dim);
         let pos_emb = init::embedding(path / "pos_emb", cfg.context_length, cfg.emb_dim);
         let blocks = path / "trf_blocks";
         let trf_blocks = (0..cfg.n_layers)
             .map(|i| TransformerBlock::new(&blocks / i, cfg))
             .collect::<Result<Vec<_>, _>>()?;
         let final_norm = LayerNorm::new(path / "final_norm", cfg.emb_dim);
-        let out_head = Linear::new(path / "out_head", cfg.emb_dim, cfg.vocab_size, false);
+        let out_head = Linear::new(path / "out_head", cfg.emb_dim, vocab_rows, false);
         Ok(GptModel {
             cfg: *cfg,
             tok_emb,
@@ -651,6 +808,7 @@ impl GptModel {
             trf_blocks,
             final_norm,
             out_head,
+            speed: ModelSpeed::default(),
         })
     }
 
@@ -758,6 +916,13 @@ impl GptModel {
     }
 
     fn forward_unchecked(&self, in_idx: &Tensor, train: bool) -> Tensor {
+        if self.speed.autocast_bf16 {
+            return autocast_bf16(in_idx.device(), || self.forward_layers(in_idx, train));
+        }
+        self.forward_layers(in_idx, train)
+    }
+
+    fn forward_layers(&self, in_idx: &Tensor, train: bool) -> Tensor {
         let seq_len = in_idx.size()[1];
         let tok_embeds = self.tok_emb.forward(in_idx);
         let positions = Tensor::arange(seq_len, (Kind::Int64, in_idx.device()));
@@ -765,10 +930,28 @@ impl GptModel {
         let x = tok_embeds + pos_embeds;
         let mut x = self.drop_emb.forward_t(&x, train);
         for block in &self.trf_blocks {
-            x = block.forward_t(&x, train);
+            x = block.forward_fast(&x, train, &self.speed);
         }
-        let x = self.final_norm.forward(&x);
-        self.out_head.forward(&x)
+        let x = if self.speed.native_layers {
+            self.final_norm.forward_native(&x)
+        } else {
+            self.final_norm.forward(&x)
+        };
+        self.logits(&x)
+    }
+
+    /// The output head: float32 logits of the real vocabulary (a padded
+    /// head's extra columns dropped, bfloat16 cast up; the book's path is
+    /// untouched).
+    fn logits(&self, x: &Tensor) -> Tensor {
+        let mut logits = self.out_head.forward(x);
+        if self.padded_vocab_size() > self.cfg.vocab_size {
+            logits = logits.narrow(-1, 0, self.cfg.vocab_size);
+        }
+        if logits.kind() != Kind::Float {
+            logits = logits.to_kind(Kind::Float);
+        }
+        logits
     }
 }
 
@@ -811,14 +994,21 @@ impl GptModel {
         )?;
         let pad = attention_mask.map(|m| m.eq(0));
         let step = cache.begin_step(batch, new, pad.as_ref(), idx.device())?;
-        let x = self.tok_emb.forward(idx) + self.pos_emb.forward(&step.positions);
-        let mut x = self.drop_emb.forward_t(&x, false);
-        for (layer, block) in self.trf_blocks.iter().enumerate() {
-            x = block.forward_with_cache(&x, cache, layer, &step.mask);
-        }
+        let layers = |cache: &mut KvCache| {
+            let x = self.tok_emb.forward(idx) + self.pos_emb.forward(&step.positions);
+            let mut x = self.drop_emb.forward_t(&x, false);
+            for (layer, block) in self.trf_blocks.iter().enumerate() {
+                x = block.forward_with_cache(&x, cache, layer, &step.mask);
+            }
+            self.logits(&self.final_norm.forward(&x))
+        };
+        let logits = if self.speed.autocast_bf16 {
+            autocast_bf16(idx.device(), || layers(cache))
+        } else {
+            layers(cache)
+        };
         cache.end_step(new);
-        let x = self.final_norm.forward(&x);
-        Ok(self.out_head.forward(&x))
+        Ok(logits)
     }
 }
 

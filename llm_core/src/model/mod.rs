@@ -14,6 +14,7 @@ pub mod kv_cache;
 pub mod linear;
 pub mod lora;
 pub mod open_model;
+pub mod precision;
 pub mod rms_norm;
 pub mod rope;
 pub mod swiglu;

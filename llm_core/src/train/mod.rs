@@ -5,3 +5,4 @@ pub mod history;
 pub mod loss;
 pub mod optim;
 pub mod pretrain;
+pub mod speed;

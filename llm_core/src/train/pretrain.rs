@@ -118,6 +118,12 @@ pub struct TrainOptions<'a> {
     pub sample_every: usize,
     /// Where the batches go (`Device::Cpu` or a GPU).
     pub device: Device,
+    /// Gradient accumulation (the speed recipe's way to a larger batch
+    /// than memory holds): one optimizer step per this many batches, each
+    /// batch's loss divided by their number, so a step sees the gradient
+    /// of one batch that many times larger. `global_step`, `eval_freq` and
+    /// the schedule count optimizer steps. 1 (the book): a step per batch.
+    pub grad_accum_steps: usize,
     /// Save a checkpoint after each epoch.
     pub checkpoint: Option<Checkpointing<'a>>,
     /// Continue from the history of a loaded checkpoint
@@ -137,6 +143,7 @@ impl Default for TrainOptions<'_> {
             sample_tokens: 50,
             sample_every: 0,
             device: Device::Cpu,
+            grad_accum_steps: 1,
             checkpoint: None,
             resume: None,
             quiet: false,
@@ -263,13 +270,62 @@ pub fn train_step(
     device: Device,
     max_norm: Option<f64>,
 ) -> Result<f64, f64> {
+    train_step_accumulated(
+        model,
+        optimizer,
+        &[(input_batch, target_batch)],
+        device,
+        max_norm,
+    )
+}
+
+/// [`train_step`] over several micro-batches (gradient accumulation): zero
+/// the gradients, then for each batch its loss divided by the number of
+/// batches and backward (the gradients add up), then one (clip and) AdamW
+/// step. With equal batch sizes this is the step of one batch as large as
+/// all of them together. Returns the mean of the batches' losses, or
+/// `Err(loss)` at the first NaN or infinite one (before its backward).
+///
+/// ```
+/// use llm_core::model::gpt::{GptConfig, GptModel};
+/// use llm_core::train::optim::{named_parameters, AdamW};
+/// use llm_core::train::pretrain::train_step_accumulated;
+/// use llm_core::tch::{nn, Device, Tensor};
+///
+/// let cfg = GptConfig { vocab_size: 10, context_length: 4, emb_dim: 8, n_heads: 2, n_layers: 1,
+///                       drop_rate: 0.0, qkv_bias: false };
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = GptModel::new(vs.root(), &cfg)?;
+/// let mut optimizer = AdamW::new(named_parameters(&vs, &model.parameters()), 1e-2, 0.1);
+/// let (x1, y1) = (Tensor::from_slice(&[1i64, 2, 3, 4]).view([1, 4]), Tensor::from_slice(&[2i64, 3, 4, 5]).view([1, 4]));
+/// let (x2, y2) = (Tensor::from_slice(&[5i64, 6, 7, 8]).view([1, 4]), Tensor::from_slice(&[6i64, 7, 8, 9]).view([1, 4]));
+/// let loss = train_step_accumulated(&model, &mut optimizer, &[(&x1, &y1), (&x2, &y2)], Device::Cpu, None).unwrap();
+/// assert!(loss > 0.0 && optimizer.step_count() == 1);
+/// # Ok::<(), llm_core::model::gpt::ModelError>(())
+/// ```
+pub fn train_step_accumulated(
+    model: &GptModel,
+    optimizer: &mut AdamW,
+    batches: &[(&Tensor, &Tensor)],
+    device: Device,
+    max_norm: Option<f64>,
+) -> Result<f64, f64> {
     optimizer.zero_grad();
-    let loss = calc_loss_batch(input_batch, target_batch, model, device, true);
-    let loss_value = loss.double_value(&[]);
-    if !loss_value.is_finite() {
-        return Err(loss_value);
+    let n = batches.len();
+    let mut total = 0.0;
+    for (input_batch, target_batch) in batches {
+        let loss = calc_loss_batch(input_batch, target_batch, model, device, true);
+        let loss_value = loss.double_value(&[]);
+        if !loss_value.is_finite() {
+            return Err(loss_value);
+        }
+        if n == 1 {
+            loss.backward(); // the book's step, exactly
+        } else {
+            (loss / n as f64).backward();
+        }
+        total += loss_value;
     }
-    loss.backward();
     if let Some(max_norm) = max_norm {
         let params: Vec<Tensor> = optimizer
             .params()
@@ -279,7 +335,7 @@ pub fn train_step(
         clip_grad_norm(&params.iter().collect::<Vec<_>>(), max_norm);
     }
     optimizer.step();
-    Ok(loss_value)
+    Ok(total / n.max(1) as f64)
 }
 
 /// The book's `train_model_simple` (§5.2): AdamW at a fixed learning rate.
@@ -353,6 +409,7 @@ fn check_settings(
         ("num_epochs", opts.num_epochs),
         ("eval_freq", opts.eval_freq),
         ("eval_iter", opts.eval_iter),
+        ("grad_accum_steps", opts.grad_accum_steps),
     ] {
         if value == 0 {
             return Err(bad(name, "0".into(), "1 or more"));
@@ -408,10 +465,13 @@ where
     K: Tokenizer + ?Sized,
 {
     check_settings(opts, optimizer.lr, schedule)?;
-    let steps_per_epoch = train_loader.num_batches();
-    if steps_per_epoch == 0 {
+    let batches_per_epoch = train_loader.num_batches();
+    if batches_per_epoch == 0 {
         return Err(TrainError::EmptyLoader);
     }
+    // with accumulation, a last group of fewer batches still makes a step
+    let accum = opts.grad_accum_steps;
+    let steps_per_epoch = batches_per_epoch.div_ceil(accum);
     let mut history = opts.resume.clone().unwrap_or_default();
     if opts.num_epochs <= history.epochs_completed {
         return Err(TrainError::Setting {
@@ -435,7 +495,8 @@ where
 
     // the book's loop (§5.2; appendix D adds the schedule and the clipping)
     for epoch in first_epoch..opts.num_epochs {
-        for (step, (input_batch, target_batch)) in train_loader.batches().into_iter().enumerate() {
+        let batches = train_loader.batches();
+        for (step, group) in batches.chunks(accum).enumerate() {
             history.global_step += 1;
             let global_step = history.global_step;
             if let Some(s) = schedule {
@@ -445,25 +506,20 @@ where
             let max_norm = schedule
                 .filter(|s| s.clips_at(global_step as usize))
                 .and_then(|s| s.max_norm);
-            let loss = train_step(
-                model,
-                optimizer,
-                &input_batch,
-                &target_batch,
-                opts.device,
-                max_norm,
-            )
-            .map_err(|loss| {
-                bar.finish();
-                TrainError::NonFinite {
-                    loss,
-                    epoch: epoch + 1,
-                    step,
-                    global_step,
-                    lr: optimizer.lr,
-                }
-            })?;
-            history.tokens_seen += input_batch.numel() as i64;
+            let group: Vec<(&Tensor, &Tensor)> = group.iter().map(|(x, y)| (x, y)).collect();
+            let tokens: i64 = group.iter().map(|(x, _)| x.numel() as i64).sum();
+            let loss = train_step_accumulated(model, optimizer, &group, opts.device, max_norm)
+                .map_err(|loss| {
+                    bar.finish();
+                    TrainError::NonFinite {
+                        loss,
+                        epoch: epoch + 1,
+                        step,
+                        global_step,
+                        lr: optimizer.lr,
+                    }
+                })?;
+            history.tokens_seen += tokens;
 
             if global_step % opts.eval_freq as i64 == 0 {
                 let (train_loss, val_loss) =
@@ -480,7 +536,7 @@ where
             }
 
             // beyond the book: the progress line and samples within an epoch
-            bar.add_tokens(input_batch.numel() as u64);
+            bar.add_tokens(tokens as u64);
             bar.set("loss", loss);
             if schedule.is_some() {
                 bar.set("lr", optimizer.lr);
