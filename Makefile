@@ -9,7 +9,7 @@ LAB_ARGS ?=
 # which notebooks `make notebooks` runs (default: all)
 NB ?=
 
-.PHONY: help lab setup test notebooks smoke bench clean-kernels
+.PHONY: help lab setup test notebooks smoke bench gpu-check clean-kernels
 help:
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -31,6 +31,9 @@ smoke: setup ## execute notebooks in smoke settings only (outputs in target/note
 
 bench: setup ## benchmarks, side by side with the reference, as ratios
 	@bash scripts/bench.sh
+
+gpu-check: setup ## what libtorch sees (CUDA?), a few training steps and a generation, in tokens/s
+	@$(ENV) cargo run --release --quiet -p llm_core --example gpu_check
 
 clean-kernels: ## remove the kernels' persistent build dirs (the next first cell is cold again)
 	@$(ENV) rm -rf "$$LLM_RS_CACHE/evcxr-slots"

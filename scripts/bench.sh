@@ -29,13 +29,25 @@
 #      $LLM_RS_CACHE/bench/, 1.1 GB) in float32 and bfloat16, and the peak
 #      memory of loading it, in Rust (examples/bench_open_model.rs), the
 #      book's code and transformers (scripts/reference/bench_qwen3.py).
+#   7. the speed ladder (issue 18, the book's ch05/10): tokens/s, loss after
+#      SPEED_STEPS (default 50) steps and peak memory of each rung of
+#      SpeedOptions::ladder() at notebook ch05's shape (124M, context 256,
+#      batch 2), one process per rung (examples/bench_speed.rs), next to the
+#      book's 00_orig.py and 01_opt_single_gpu.py models at the same shape
+#      (scripts/reference/gpt_torch.py bench-speed). SECTIONS="7" runs only it.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LLM_RS_ROOT"
 out="target/bench"
 mkdir -p "$out"
+SECTIONS="${SECTIONS:-1 2 3 4 5 6 7}"
+on() { [[ " $SECTIONS " == *" $1 "* ]]; }
 echo "threads: libtorch uses ${OMP_NUM_THREADS:-all $(nproc)} core(s); machine: $(nproc) cores"
 
+val() { awk -v k="$1" '$1 == k { print $2 }' "$out"/*.txt | tail -n1; }
+num() { local v; v="$(val "$1")"; echo "${v:-nan}"; }
+threads="${OMP_NUM_THREADS:-$(nproc)}"
+if on 1; then
 step "tokenizers (Rust, release build)"
 cargo run --release --quiet -p llm_core --example bench_tokenizers | tee "$out/tokenizers.txt"
 step_done
@@ -43,7 +55,6 @@ step "tiktoken (Python, single thread)"
 RAYON_NUM_THREADS=1 "$LLM_RS_VENV/bin/python" scripts/bench_tiktoken.py | tee "$out/tiktoken.txt"
 step_done
 
-val() { awk -v k="$1" '$1 == k { print $2 }' "$out"/*.txt | tail -n1; }
 tik="$(val tiktoken_mb_s)"; g="$(val gpt2_tokenizer_mb_s)"; b="$(val bpe_tokenizer_mb_s)"
 ours_train="$(val bpe_train_s)"; hf_train="$(val hf_bpe_train_s)"
 echo
@@ -57,14 +68,17 @@ awk -v o="$ours_train" -v h="$hf_train" 'BEGIN {
     printf "\n| train BPE to 1000 tokens | seconds | ratio to tokenizers crate |\n|---|---:|---:|\n"
     printf "| tokenizers crate BpeTrainer | %.3f | 1.00 |\n| BpeTokenizer::train | %.3f | %.2f |\n", h, o, o / h }'
 
+fi
+if on 2; then
 step "attention forward+backward (release build)"
 cargo run --release --quiet -p llm_core --example bench_attention | tee "$out/attention.txt"
 step_done
 
+fi
 step "benchmark venv with full torch and the reference code (first time only)"
 bench_venv="$(bash scripts/bench_venv.sh | tail -n1)"
 step_done
-threads="${OMP_NUM_THREADS:-$(nproc)}"
+if on 3; then
 step "training throughput: Rust then PyTorch, $threads threads each"
 OMP_NUM_THREADS="$threads" cargo run --release --quiet -p llm_core --example bench_train | tee "$out/train_rust.txt"
 OMP_NUM_THREADS="$threads" "$bench_venv/bin/python" scripts/reference/gpt_torch.py bench | tee "$out/train_torch.txt"
@@ -77,11 +91,12 @@ awk -v r="$r" -v p="$p" -v peak="$peak" -v n="$n" 'BEGIN {
     printf "| llm_core (Rust) | %.1f | %.2f | %.2f |\n", r, r / p, 6 * n * r / (peak * 1e9)
     printf "matmul peak (2048^3 float32): %.1f GFLOP/s\n", peak }'
 
+fi
+if on 4; then
 step "generation with and without the KV cache: Rust then PyTorch, $threads threads each"
 OMP_NUM_THREADS="$threads" cargo run --release --quiet -p llm_core --example bench_generate | tee "$out/generate_rust.txt"
 OMP_NUM_THREADS="$threads" "$bench_venv/bin/python" scripts/reference/bench_generate.py | tee "$out/generate_torch.txt"
 step_done
-num() { local v; v="$(val "$1")"; echo "${v:-nan}"; }
 why() { awk -v k="$1" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$out"/generate_*.txt | tail -n1; }
 book_cached="$(num torch_book_cached_tok_s)"
 [ "$book_cached" != nan ] || book_cached="$(num torch_book_cached_model_tok_s)"
@@ -103,6 +118,8 @@ awk -v rn="$(num rust_gen_nocache_tok_s)" -v rs="$(num rust_gen_simple_tok_s)" -
     if (bce != "") printf "the book package'"'"'s kv_cache generate_text_simple failed: %s\n", bce
     if (bme != "") printf "the book package'"'"'s kv_cache GPTModel driven directly failed: %s\n", bme }'
 
+fi
+if on 5; then
 step "LoRA against chapter 6's recipe and full fine-tuning (124M classifier, batch 8 x 120): Rust then PyTorch, one process per mode"
 cargo build --release --quiet -p llm_core --example bench_lora
 for mode in full last_block lora; do
@@ -125,4 +142,38 @@ step_done
 } | tee "$out/lora_table.md"
 
 
+fi
+if on 6; then
 bench_venv="$bench_venv" threads="$threads" bash scripts/bench_qwen3.sh
+fi
+
+if on 7; then
+steps="${SPEED_STEPS:-50}"
+step "the speed ladder: $steps steps per rung, one process each, $threads threads; then the book's models"
+cargo build --release --quiet -p llm_core --example bench_speed
+rungs="$(target/release/examples/bench_speed --list | awk '{ print $1 }')"
+rm -f "$out"/speed_*.txt
+for i in $rungs; do
+    OMP_NUM_THREADS="$threads" target/release/examples/bench_speed "$i" --steps "$steps" | tee "$out/speed_rust_$i.txt"
+done
+for mode in orig opt-nocompile opt; do
+    OMP_NUM_THREADS="$threads" "$bench_venv/bin/python" scripts/reference/gpt_torch.py bench-speed --mode "$mode" --steps "$steps" 2>"$out/speed_torch_$mode.err" | tee "$out/speed_torch_$mode.txt" \
+        || echo "the book's $mode run failed: $(tail -n1 "$out/speed_torch_$mode.err")"
+done
+step_done
+{
+    printf "\n| speed ladder, 124M, ctx 256, batch 2, %s steps, %s threads | tok/s | vs book 00_orig | vs book 01_opt | loss after | loss vs fp32 | peak RSS MB |\n|---|---:|---:|---:|---:|---:|---:|\n" "$steps" "$threads"
+    orig="$(num torch_speed_orig_tok_s)"; opt="$(num torch_speed_opt_tok_s)"; base_loss="$(num speed_0_loss)"
+    row() { awk -v n="$1" -v t="$2" -v o="$orig" -v p="$opt" -v l="$3" -v b="$base_loss" -v m="$4" \
+        'function r(a, b) { return (a == "nan" || b == "nan" || b == 0) ? "-" : sprintf("%.2f", a / b) }
+         BEGIN { printf "| %s | %s | %s | %s | %s | %s | %s |\n", n, t, r(t, o), r(t, p), l, (l == "nan" || b == "nan") ? "-" : sprintf("%+.2f %%", 100 * (l - b) / b), m }'; }
+    row "book 00_orig.py model (PyTorch, fp32)" "$orig" "$(num torch_speed_orig_loss)" "$(num torch_speed_orig_peak_rss_mb)"
+    row "book 01_opt model, no torch.compile" "$(num torch_speed_opt_nocompile_tok_s)" "$(num torch_speed_opt_nocompile_loss)" "$(num torch_speed_opt_nocompile_peak_rss_mb)"
+    row "book 01_opt model with torch.compile" "$opt" "$(num torch_speed_opt_loss)" "$(num torch_speed_opt_peak_rss_mb)"
+    for i in $rungs; do
+        name="$(awk -v k="speed_${i}_name" '$1 == k { $1 = ""; sub(/^ /, ""); print }' "$out"/speed_rust_"$i".txt)"
+        if [ -z "$name" ]; then continue; fi
+        row "llm_core $i: $name" "$(num "speed_${i}_tok_s")" "$(num "speed_${i}_loss")" "$(num "speed_${i}_peak_rss_mb")"
+    done
+} | tee "$out/speed_table.md"
+fi

@@ -1,5 +1,5 @@
-//! Line charts as SVG (plotters' SVG backend: no font library needed), shown
-//! inline in Jupyter and savable to a file.
+//! Line charts, heatmaps and bar charts as SVG (plotters' SVG backend: no
+//! font library needed), shown inline in Jupyter and savable to a file.
 //!
 //! ```
 //! use llm_core::plot::LineChart;
@@ -587,6 +587,168 @@ impl Heatmap {
     }
 
     /// Rich display in the evcxr Jupyter kernel.
+    pub fn evcxr_display(&self) {
+        display_svg(self.to_svg());
+    }
+}
+
+/// A horizontal bar chart: one labelled bar per item, its value written at
+/// the bar's end (e.g. tokens/s of each rung of the speed ladder). Bars are
+/// drawn top to bottom in the order given; `highlight` bars take the second
+/// colour (e.g. the reference runs).
+///
+/// ```
+/// use llm_core::plot::BarChart;
+/// let svg = BarChart::new("Training speed")
+///     .value_label("tokens/s")
+///     .bar("book code", 122.0)
+///     .bar("+ bf16", 368.0)
+///     .to_svg()?;
+/// assert!(svg.contains("+ bf16") && svg.contains("368"));
+/// # Ok::<(), llm_core::plot::PlotError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BarChart {
+    title: String,
+    value_label: String,
+    bars: Vec<(String, f64, bool)>,
+    size: (u32, u32),
+    decimals: usize,
+}
+
+impl BarChart {
+    /// An empty chart titled `title`.
+    pub fn new(title: &str) -> Self {
+        BarChart {
+            title: title.to_string(),
+            value_label: String::new(),
+            bars: Vec::new(),
+            size: (760, 0),
+            decimals: 0,
+        }
+    }
+
+    /// The label of the value axis.
+    pub fn value_label(mut self, label: &str) -> Self {
+        self.value_label = label.to_string();
+        self
+    }
+
+    /// Add a bar.
+    pub fn bar(mut self, label: &str, value: f64) -> Self {
+        self.bars.push((label.to_string(), value, false));
+        self
+    }
+
+    /// Add a bar in the highlight colour.
+    pub fn highlighted_bar(mut self, label: &str, value: f64) -> Self {
+        self.bars.push((label.to_string(), value, true));
+        self
+    }
+
+    /// Decimals of the values written at the bars' ends (default 0).
+    pub fn decimals(mut self, decimals: usize) -> Self {
+        self.decimals = decimals;
+        self
+    }
+
+    /// Width and height in pixels (height 0: from the number of bars).
+    pub fn size(mut self, width: u32, height: u32) -> Self {
+        self.size = (width, height);
+        self
+    }
+
+    fn draw_err<E: std::fmt::Debug>(&self) -> impl Fn(E) -> PlotError + '_ {
+        move |e| PlotError::Draw {
+            title: self.title.clone(),
+            message: format!("{e:?}"),
+        }
+    }
+
+    /// Render to an SVG document.
+    pub fn to_svg(&self) -> Result<String, PlotError> {
+        if let Some((label, v, _)) = self.bars.iter().find(|(_, v, _)| !v.is_finite()) {
+            return Err(PlotError::Draw {
+                title: self.title.clone(),
+                message: format!("bar {label:?} has the value {v}; bars need finite values"),
+            });
+        }
+        let n = self.bars.len().max(1);
+        let height = if self.size.1 > 0 {
+            self.size.1
+        } else {
+            90 + 34 * n as u32
+        };
+        let longest = self
+            .bars
+            .iter()
+            .map(|(l, _, _)| l.chars().count())
+            .max()
+            .unwrap_or(0);
+        let max = self.bars.iter().map(|(_, v, _)| *v).fold(0.0f64, f64::max);
+        let x_max = if max > 0.0 { max * 1.18 } else { 1.0 };
+        let err = self.draw_err();
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (self.size.0, height)).into_drawing_area();
+            root.fill(&WHITE).map_err(&err)?;
+            let labels: Vec<String> = self.bars.iter().map(|(l, _, _)| l.clone()).collect();
+            let mut chart = ChartBuilder::on(&root)
+                .caption(&self.title, ("sans-serif", 20))
+                .margin(12)
+                .x_label_area_size(40)
+                .y_label_area_size((longest as u32 * 7 + 16).min(self.size.0 / 2))
+                .build_cartesian_2d(0.0..x_max, -0.5..(n as f64 - 0.5))
+                .map_err(&err)?;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .x_desc(&self.value_label)
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 15))
+                .light_line_style(RGBColor(242, 242, 242))
+                .y_labels(n)
+                .y_label_formatter(&|y| {
+                    // bar i is drawn at n - 1 - i (the first bar on top)
+                    let i = n as f64 - 1.0 - y.round();
+                    if (y - y.round()).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                        labels[i as usize].clone()
+                    } else {
+                        String::new()
+                    }
+                })
+                .x_label_formatter(&|v| format_tick(*v))
+                .draw()
+                .map_err(&err)?;
+            for (i, (_, v, hl)) in self.bars.iter().enumerate() {
+                let y = (n - 1 - i) as f64;
+                let color = if *hl { PALETTE[1] } else { PALETTE[0] };
+                chart
+                    .draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y - 0.35), (*v, y + 0.35)],
+                        color.filled(),
+                    )))
+                    .map_err(&err)?;
+                let text = format!("{:.*}", self.decimals, v);
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        text,
+                        (*v + x_max * 0.01, y + 0.15),
+                        ("sans-serif", 13),
+                    )))
+                    .map_err(&err)?;
+            }
+            root.present().map_err(&err)?;
+        }
+        Ok(svg)
+    }
+
+    /// Save as an SVG file (written atomically; parent directories created).
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<(), PlotError> {
+        save_svg(self.to_svg()?, path)
+    }
+
+    /// Rich display in the evcxr Jupyter kernel: the chart, inline.
     pub fn evcxr_display(&self) {
         display_svg(self.to_svg());
     }

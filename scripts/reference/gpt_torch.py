@@ -16,6 +16,7 @@ in their own sections below.
     python scripts/reference/gpt_torch.py lora-oracle --out llm_core/tests/data/lora_oracle.json
     python scripts/reference/gpt_torch.py dpo-oracle   # --out llm_core/tests/data/dpo_oracle.json
     python scripts/reference/gpt_torch.py bench-lora --mode lora   # or full, last_block
+    python scripts/reference/gpt_torch.py bench-speed --mode orig   # or opt, opt-nocompile
 
 Reads the-verdict.txt, instruction-data.json, instruction-data-with-preference.json and
 GPT-2's BPE files from $LLM_DATA_DIR (default ../shared/data); nothing is downloaded.
@@ -26,6 +27,7 @@ import contextlib
 import io
 import json
 import os
+import resource
 import sys
 import time
 from functools import partial
@@ -44,7 +46,7 @@ TOKENIZER = gpt2_encoding(default_data_dir())
 from llms_from_scratch.appendix_d import train_model  # noqa: E402
 from llms_from_scratch.appendix_e import replace_linear_with_lora  # noqa: E402
 from llms_from_scratch.ch02 import GPTDatasetV1, create_dataloader_v1  # noqa: E402
-from llms_from_scratch.ch04 import GPTModel  # noqa: E402
+from llms_from_scratch.ch04 import GPTModel, GPTModelFast  # noqa: E402
 from llms_from_scratch.ch05 import calc_loss_batch, calc_loss_loader, train_model_simple  # noqa: E402
 from llms_from_scratch.ch06 import calc_loss_batch as calc_loss_batch_classifier  # noqa: E402
 from llms_from_scratch.ch06 import train_classifier_simple  # noqa: E402
@@ -283,7 +285,6 @@ def bench_lora(args):
     """examples/bench_lora.rs in the book's code: seconds per step and peak memory of
     fine-tuning the 124M classifier (batch 8, 120 tokens) with LoRA (rank 16, alpha 16,
     every Linear), with chapter 6's recipe (last block, final norm, head) or in full."""
-    import resource
     cfg = dict(GPT_CONFIG_124M, context_length=1024, drop_rate=0.0, qkv_bias=True)
     torch.manual_seed(123)
     model = GPTModel(cfg)
@@ -887,6 +888,54 @@ def dpo_oracle(args):
         f.write("\n")
 
 
+def bench_speed(args):
+    """The speed ladder's reference at notebook ch05's shape (124M, context 256, batch 2,
+    AdamW lr 4e-4, weight decay 0.1, the-verdict), the other side of
+    llm_core/examples/bench_speed.rs. The modes are the book's ch05/10 scripts:
+    `orig` is 00_orig.py's model and optimizer (the chapter's GPTModel, float32, AdamW);
+    `opt` is 01_opt_single_gpu.py's (GPTModelFast: nn.LayerNorm, nn.GELU, one qkv
+    layer, scaled_dot_product_attention; vocabulary 50,304; model.to(bfloat16);
+    AdamW(fused=True); torch.compile), at this shape and batch instead of the script's
+    context 1024 and batch 32; `opt-nocompile` is `opt` without torch.compile. Prints
+    tokens/s after one warm-up step (two with torch.compile), the peak RSS and the loss
+    over the training set afterwards."""
+    cfg = dict(GPT_CONFIG_124M)
+    train_loader, _ = verdict_loaders(cfg)
+    torch.manual_seed(123)
+    if args.mode == "orig":
+        model = GPTModel(cfg)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1)
+    else:
+        model = GPTModelFast(dict(cfg, vocab_size=50304))
+        model = model.to(torch.bfloat16)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.0004, weight_decay=0.1, fused=True)
+        if args.mode == "opt":
+            model = torch.compile(model)
+    model.train()
+    warmup = 2 if args.mode == "opt" else 1
+    step, tokens, t0 = 0, 0, time.perf_counter()
+    while step < args.steps:
+        for x, y in train_loader:
+            if step == args.steps:
+                break
+            if step == warmup:
+                t0, tokens = time.perf_counter(), 0
+            optimizer.zero_grad()
+            loss = calc_loss_batch(x, y, model, "cpu")
+            loss.backward()
+            optimizer.step()
+            tokens += x.numel()
+            step += 1
+    elapsed = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        loss = calc_loss_loader(train_loader, model, "cpu")
+    m = args.mode.replace("-", "_")
+    print(f"torch_speed_{m}_tok_s {tokens / elapsed:.1f}")
+    print(f"torch_speed_{m}_loss {loss:.4f}")
+    print(f"torch_speed_{m}_peak_rss_mb {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -909,8 +958,11 @@ def main():
     b = sub.add_parser("bench-lora")
     b.add_argument("--mode", choices=["full", "last_block", "lora"], default="lora")
     b.add_argument("--steps", type=int, default=5)
+    b = sub.add_parser("bench-speed")
+    b.add_argument("--mode", choices=["orig", "opt", "opt-nocompile"], default="orig")
+    b.add_argument("--steps", type=int, default=50)
     args = p.parse_args()
-    {"figures": figures, "appendix-d": appendix_d, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle,
+    {"bench-speed": bench_speed, "figures": figures, "appendix-d": appendix_d, "bench": bench, "matmul": matmul_peak, "train-oracle": train_oracle,
      "instruct-oracle": instruct_oracle, "lora-oracle": lora_oracle, "dpo-oracle": dpo_oracle,
      "bench-lora": bench_lora}[args.cmd](args)
 

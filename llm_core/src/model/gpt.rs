@@ -748,11 +748,11 @@ impl GptModel {
 
     /// [`GptModel::new`] with the token embedding and the output head given
     /// rows up to the next multiple of `multiple` (the speed recipe's step
-    /// 9: 50,257 → 50,304 with 64, friendlier to matmul kernels). The extra
-    /// rows are never used: token ids stay below `cfg.vocab_size`, and the
-    /// forward pass returns the logits of the real vocabulary only (computed
-    /// as one padded matmul, then narrowed), so a padded id is never in the
-    /// loss and never sampled.
+    /// 9: 50,257 → 50,304 with 64, friendlier to GPU matmul kernels). The
+    /// extra rows are never used: token ids stay below `cfg.vocab_size`, and
+    /// the logits (as wide as the padded head, as in the book) are -inf in
+    /// the padded columns, so a padded id has probability 0: it is never
+    /// sampled, adds nothing to the loss and gets no gradient.
     ///
     /// ```
     /// use llm_core::model::gpt::{GptConfig, GptModel};
@@ -764,7 +764,9 @@ impl GptModel {
     /// let model = GptModel::with_padded_vocab(vs.root(), &cfg, 64)?;
     /// assert_eq!(model.out_head.ws.size(), [128, 16]);
     /// let logits = model.forward_t(&Tensor::from_slice(&[1i64, 2]).unsqueeze(0), false);
-    /// assert_eq!(logits.size(), [1, 2, 100]);
+    /// assert_eq!(logits.size(), [1, 2, 128]);
+    /// let probas = logits.softmax(-1, None::<llm_core::tch::Kind>);
+    /// assert_eq!(probas.narrow(-1, 100, 28).max().double_value(&[]), 0.0);
     /// # Ok::<(), llm_core::model::gpt::ModelError>(())
     /// ```
     pub fn with_padded_vocab<'a, P: Borrow<Path<'a>>>(
@@ -940,15 +942,23 @@ impl GptModel {
         self.logits(&x)
     }
 
-    /// The output head: float32 logits of the real vocabulary (a padded
-    /// head's extra columns dropped, bfloat16 cast up; the book's path is
-    /// untouched).
+    /// The output head: the logits, with a padded head's extra columns set
+    /// to -inf; float32 under autocast (the weights' dtype otherwise, as in
+    /// the book; its path is untouched).
     fn logits(&self, x: &Tensor) -> Tensor {
         let mut logits = self.out_head.forward(x);
-        if self.padded_vocab_size() > self.cfg.vocab_size {
-            logits = logits.narrow(-1, 0, self.cfg.vocab_size);
+        let (vocab, rows) = (self.cfg.vocab_size, self.padded_vocab_size());
+        if rows > vocab {
+            // probability exactly 0: never sampled, no gradient (the
+            // softmax's derivative there is 0). Without autograd: the
+            // matmul does not keep its output, so nothing needs the old values.
+            tch::no_grad(|| {
+                let _ = logits
+                    .narrow(-1, vocab, rows - vocab)
+                    .fill_(f64::NEG_INFINITY);
+            });
         }
-        if logits.kind() != Kind::Float {
+        if self.speed.autocast_bf16 && logits.kind() != Kind::Float {
             logits = logits.to_kind(Kind::Float);
         }
         logits

@@ -18,6 +18,11 @@
 //! param    -= lr / (1 - beta1^step) * exp_avg / denom
 //! ```
 //!
+//! On a GPU, PyTorch runs the same operations over lists of tensors
+//! (`foreach`, fewer kernel launches); [`AdamW`] does too by default, so a
+//! CUDA run matches the book's code as well. The fused kernel of the speed
+//! recipe is [`AdamWKernel::Fused`].
+//!
 //! ```
 //! use llm_core::train::optim::AdamW;
 //! use llm_core::tch::{nn, Device, Kind, Tensor};
@@ -61,6 +66,20 @@ extern "C" {
 // csrc/speed.cpp
 extern "C" {
     fn llm_speed_last_error() -> *const std::os::raw::c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn llm_foreach_adamw(
+        params: *mut *mut torch_sys::C_tensor,
+        grads: *mut *mut torch_sys::C_tensor,
+        exp_avgs: *mut *mut torch_sys::C_tensor,
+        exp_avg_sqs: *mut *mut torch_sys::C_tensor,
+        n: i32,
+        step: f64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+    ) -> i32;
     #[allow(clippy::too_many_arguments)]
     fn llm_fused_adamw(
         params: *mut *mut torch_sys::C_tensor,
@@ -109,6 +128,34 @@ pub enum OptimError {
     },
 }
 
+/// PyTorch's three implementations of the AdamW step. They compute the
+/// same update; single-tensor and multi-tensor (`foreach`) run the same
+/// kernels in the same order and give the same numbers, the fused kernel
+/// rounds differently in the last bits (within 1e-6 in the tests). The
+/// moments are the same tensors in each, so a checkpoint taken with one
+/// resumes with another.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AdamWKernel {
+    /// PyTorch's default: multi-tensor when the parameters are on a GPU,
+    /// single-tensor on a CPU.
+    #[default]
+    Default,
+    /// One parameter at a time, six small operations each (`foreach=False`).
+    SingleTensor,
+    /// Each operation over all parameters at once (`foreach=True`): fewer
+    /// kernel launches on a GPU.
+    Foreach,
+    /// One fused kernel per device and dtype (`fused=True`, the speed
+    /// recipe's step 3): one pass over memory.
+    Fused,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ListKernel {
+    Fused,
+    Foreach,
+}
+
 /// The two running averages AdamW keeps for one parameter.
 #[derive(Debug)]
 struct Moments {
@@ -131,13 +178,9 @@ pub struct AdamW {
     pub weight_decay: f64,
     pub betas: (f64, f64),
     pub eps: f64,
-    /// Update every parameter in one call of libtorch's fused AdamW kernel
-    /// (`torch.optim.AdamW(..., fused=True)`, the speed recipe's step 3)
-    /// instead of PyTorch's default per-parameter operations: the same
-    /// update, fewer passes over memory, rounded differently in the last
-    /// bits. The moments are the same tensors either way, so a checkpoint
-    /// taken with one resumes with the other.
-    pub fused: bool,
+    /// Which of PyTorch's three AdamW implementations performs the step
+    /// ([`AdamWKernel`]; PyTorch's default choice unless set).
+    pub kernel: AdamWKernel,
     step: u64,
 }
 
@@ -208,7 +251,7 @@ impl AdamW {
             weight_decay,
             betas: (0.9, 0.999),
             eps: 1e-8,
-            fused: false,
+            kernel: AdamWKernel::Default,
             step: 0,
         })
     }
@@ -236,8 +279,12 @@ impl AdamW {
     /// One AdamW update of every parameter that has a gradient.
     pub fn step(&mut self) {
         self.step += 1;
-        if self.fused {
-            return self.step_fused();
+        let on_cuda = self.params.iter().any(|(_, p)| p.device().is_cuda());
+        match self.kernel {
+            AdamWKernel::Fused => return self.step_lists(ListKernel::Fused),
+            AdamWKernel::Foreach => return self.step_lists(ListKernel::Foreach),
+            AdamWKernel::Default if on_cuda => return self.step_lists(ListKernel::Foreach),
+            AdamWKernel::Default | AdamWKernel::SingleTensor => {}
         }
         let (beta1, beta2) = self.betas;
         let step = self.step as f64;
@@ -276,9 +323,10 @@ impl AdamW {
         });
     }
 
-    /// [`AdamW::step`] through libtorch's `_fused_adamw_`, one call per
+    /// [`AdamW::step`] through a kernel over lists of tensors
+    /// (`_fused_adamw_`, or the `_foreach_*` operations), one call per
     /// device and dtype.
-    fn step_fused(&mut self) {
+    fn step_lists(&mut self, kernel: ListKernel) {
         let (beta1, beta2) = self.betas;
         // (device, dtype) -> [param, grad, exp_avg, exp_avg_sq] of each parameter
         type Group = ((tch::Device, Kind), Vec<[Tensor; 4]>);
@@ -317,8 +365,12 @@ impl AdamW {
             let [p, g, m, v] = &mut ptrs;
             // SAFETY: four lists of `n` live libtorch tensor handles, each
             // parameter with its gradient and moments of the same shape.
+            let f = match kernel {
+                ListKernel::Fused => llm_fused_adamw,
+                ListKernel::Foreach => llm_foreach_adamw,
+            };
             let rc = unsafe {
-                llm_fused_adamw(
+                f(
                     p.as_mut_ptr(),
                     g.as_mut_ptr(),
                     m.as_mut_ptr(),
@@ -335,7 +387,7 @@ impl AdamW {
             if rc != 0 {
                 // SAFETY: the shim returns a NUL-terminated thread-local buffer.
                 let msg = unsafe { std::ffi::CStr::from_ptr(llm_speed_last_error()) };
-                panic!("fused AdamW step failed: {}", msg.to_string_lossy());
+                panic!("{kernel:?} AdamW step failed: {}", msg.to_string_lossy());
             }
         }
     }
@@ -587,7 +639,7 @@ mod tests {
     }
 
     #[test]
-    fn fused_step_matches_the_single_tensor_step() {
+    fn fused_and_foreach_steps_match_the_single_tensor_step() {
         let _rng = crate::rng_lock();
         tch::manual_seed(1);
         let vs = nn::VarStore::new(Device::Cpu);
@@ -595,7 +647,7 @@ mod tests {
         let b = vs.root().randn("b", &[32], 0.0, 0.02);
         let x = Tensor::randn([16, 32], (Kind::Float, Device::Cpu));
         let start: Vec<Tensor> = [&a, &b].iter().map(|t| t.copy()).collect();
-        let run = |fused: bool| {
+        let run = |kernel: AdamWKernel| {
             tch::no_grad(|| {
                 a.shallow_clone().copy_(&start[0]);
                 b.shallow_clone().copy_(&start[1]);
@@ -605,7 +657,7 @@ mod tests {
                 ("b".into(), b.shallow_clone()),
             ];
             let mut opt = AdamW::new(params, 1e-2, 0.1);
-            opt.fused = fused;
+            opt.kernel = kernel;
             for _ in 0..20 {
                 opt.zero_grad();
                 (x.matmul(&a.tr()) + &b.sum(Kind::Float))
@@ -616,8 +668,14 @@ mod tests {
             }
             (a.copy(), b.copy(), opt.state_tensors())
         };
-        let (a1, b1, s1) = run(false);
-        let (a2, b2, s2) = run(true);
+        let (a1, b1, s1) = run(AdamWKernel::SingleTensor);
+        let (a2, b2, s2) = run(AdamWKernel::Fused);
+        let (a3, b3, s3) = run(AdamWKernel::Foreach);
+        // multi-tensor: the same kernels in the same order, the same numbers
+        assert!(a3.equal(&a1) && b3.equal(&b1));
+        for ((_, t1), (_, t3)) in s1.iter().zip(&s3) {
+            assert!(t1.equal(t3));
+        }
         let max_diff = |x: &Tensor, y: &Tensor| (x - y).abs().max().double_value(&[]);
         assert!(max_diff(&a1, &a2) < 1e-6, "{}", max_diff(&a1, &a2));
         assert!(max_diff(&b1, &b2) < 1e-6, "{}", max_diff(&b1, &b2));

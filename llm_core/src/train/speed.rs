@@ -20,6 +20,7 @@
 //! ```
 //! use llm_core::model::gpt::GptConfig;
 //! use llm_core::model::precision::Precision;
+//! use llm_core::train::optim::AdamWKernel;
 //! use llm_core::train::speed::SpeedOptions;
 //! use llm_core::tch::{nn, Device};
 //!
@@ -30,7 +31,7 @@
 //! let model = speed.build_model(&mut vs, &cfg)?;
 //! let optimizer = speed.optimizer(&vs, &model, 4e-4, 0.1);
 //! assert_eq!(model.padded_vocab_size(), 128);
-//! assert!(model.speed.flash_attention && optimizer.fused);
+//! assert!(model.speed.flash_attention && optimizer.kernel == AdamWKernel::Fused);
 //! println!("{speed}"); // fused AdamW, bf16-mixed, native layers, flash attention, fused QKV, vocab padded to 64
 //! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
@@ -42,7 +43,8 @@ use tch::nn::VarStore;
 
 use crate::model::gpt::{GptConfig, GptModel, ModelError, ModelSpeed};
 use crate::model::precision::{set_tf32, Precision};
-use crate::train::optim::{named_parameters, AdamW};
+use crate::settings::{SettingError, Settings};
+use crate::train::optim::{named_parameters, AdamW, AdamWKernel};
 
 /// The speed recipe's options (see the [module docs](self)). `Default` is
 /// the book's code, [`SpeedOptions::fastest`] everything on.
@@ -51,7 +53,7 @@ use crate::train::optim::{named_parameters, AdamW};
 pub struct SpeedOptions {
     /// TF32 tensor cores for float32 matmuls (NVIDIA GPUs; nothing on CPU).
     pub tf32: bool,
-    /// libtorch's fused AdamW kernel ([`AdamW::fused`]).
+    /// libtorch's fused AdamW kernel ([`AdamWKernel::Fused`]).
     pub fused_adamw: bool,
     /// float32, bfloat16 autocast, or bfloat16 weights ([`Precision`]).
     pub precision: Precision,
@@ -149,7 +151,75 @@ impl SpeedOptions {
         add("bf16 weights (the book's step 5)", false, &|o| {
             o.precision = Precision::Bf16
         });
+        rungs.push(Rung {
+            name: "fastest on a CPU",
+            options: SpeedOptions::fastest_cpu(),
+            cuda_only: false,
+        });
         rungs
+    }
+
+    /// The options that pay off on a CPU, as measured by `make bench` (the
+    /// ladder): bfloat16 weights, the fused AdamW and the native layers.
+    /// Left out because they cost time there: flash attention (with dropout
+    /// in training, libtorch's CPU attention falls back to its unfused math
+    /// kernel, slower than the book's matmuls), the fused QKV matmul (no
+    /// gain), and the padded vocabulary (the wider head is slower on the
+    /// CPU's matmul kernels).
+    pub fn fastest_cpu() -> Self {
+        SpeedOptions {
+            fused_adamw: true,
+            precision: Precision::Bf16,
+            native_layers: true,
+            ..SpeedOptions::book()
+        }
+    }
+
+    /// Each option as a notebook setting ([`Settings`]), `defaults` where
+    /// none is set: `tf32`, `fused_adamw`, `native_layers`,
+    /// `flash_attention`, `fused_qkv` (true/false), `precision` (fp32,
+    /// bf16-mixed, bf16), `pad_vocab_to` (0: no padding) and
+    /// `grad_accum_steps`. So `LLM_PRECISION=bf16-mixed LLM_FUSED_ADAMW=true
+    /// make lab` switches them without editing a cell.
+    ///
+    /// ```
+    /// use llm_core::train::speed::SpeedOptions;
+    /// use llm_core::Settings;
+    ///
+    /// let mut settings = Settings::from_env();
+    /// let speed = SpeedOptions::from_settings(&mut settings, SpeedOptions::fastest_cpu())?;
+    /// # if std::env::var("LLM_PRECISION").is_err() {
+    /// assert_eq!(speed.precision, SpeedOptions::fastest_cpu().precision);
+    /// # }
+    /// println!("{settings}");
+    /// # Ok::<(), llm_core::settings::SettingError>(())
+    /// ```
+    pub fn from_settings(
+        settings: &mut Settings,
+        defaults: SpeedOptions,
+    ) -> Result<Self, SettingError> {
+        let mut flag = |name: &str, value: bool| settings.try_get_or_smoke(name, value, value);
+        let tf32 = flag("tf32", defaults.tf32)?;
+        let fused_adamw = flag("fused_adamw", defaults.fused_adamw)?;
+        let native_layers = flag("native_layers", defaults.native_layers)?;
+        let flash_attention = flag("flash_attention", defaults.flash_attention)?;
+        let fused_qkv = flag("fused_qkv", defaults.fused_qkv)?;
+        let precision =
+            settings.try_get_or_smoke("precision", defaults.precision, defaults.precision)?;
+        let pad = defaults.pad_vocab_to.unwrap_or(0);
+        let pad: u32 = settings.try_get_or_smoke("pad_vocab_to", pad as u32, pad as u32)?;
+        let accum = defaults.grad_accum_steps;
+        let grad_accum_steps = settings.try_get_or_smoke("grad_accum_steps", accum, accum)?;
+        Ok(SpeedOptions {
+            tf32,
+            fused_adamw,
+            precision,
+            native_layers,
+            flash_attention,
+            fused_qkv,
+            pad_vocab_to: (pad > 0).then_some(pad as i64),
+            grad_accum_steps,
+        })
     }
 
     /// The options that change the forward pass.
@@ -185,7 +255,9 @@ impl SpeedOptions {
     /// AdamW over `model`'s parameters in `vs`, fused if asked.
     pub fn optimizer(&self, vs: &VarStore, model: &GptModel, lr: f64, weight_decay: f64) -> AdamW {
         let mut optimizer = AdamW::new(named_parameters(vs, &model.parameters()), lr, weight_decay);
-        optimizer.fused = self.fused_adamw;
+        if self.fused_adamw {
+            optimizer.kernel = AdamWKernel::Fused;
+        }
         optimizer
     }
 }
@@ -234,12 +306,13 @@ mod tests {
     fn the_ladder_climbs_one_option_at_a_time_to_the_fastest() {
         let rungs = SpeedOptions::ladder();
         assert_eq!(rungs[0].options, SpeedOptions::book());
-        assert_eq!(rungs[rungs.len() - 2].options, SpeedOptions::fastest());
+        assert_eq!(rungs[rungs.len() - 3].options, SpeedOptions::fastest());
         assert_eq!(
-            rungs.last().unwrap().options.precision,
+            rungs[rungs.len() - 2].options.precision,
             Precision::Bf16,
-            "the book's bf16 last"
+            "the book's bf16"
         );
+        assert_eq!(rungs.last().unwrap().options, SpeedOptions::fastest_cpu());
         assert_eq!(SpeedOptions::book().to_string(), "book code");
         let json = serde_json::to_string(&SpeedOptions::fastest()).unwrap();
         assert!(json.contains("\"precision\":\"bf16-mixed\""), "{json}");
