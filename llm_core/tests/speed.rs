@@ -66,7 +66,7 @@ fn each_option_trains_like_the_book_path() {
         "training lowers the loss: {start} -> {book}"
     );
     // the same math, rounded differently: (option, relative tolerance)
-    let cases: [(&str, SpeedOptions, f64); 7] = [
+    let cases: [(&str, SpeedOptions, f64); 8] = [
         (
             "fused AdamW",
             SpeedOptions {
@@ -123,6 +123,14 @@ fn each_option_trains_like_the_book_path() {
                 ..SpeedOptions::book()
             },
             0.03,
+        ),
+        (
+            "bf16 master weights",
+            SpeedOptions {
+                precision: Precision::Bf16Master,
+                ..SpeedOptions::book()
+            },
+            0.02,
         ),
     ];
     for (name, speed, tol) in cases {

@@ -10,6 +10,11 @@
 //! * [`Precision::Bf16`] — the book's own step 5, `model.to(torch.bfloat16)`:
 //!   weights, gradients and optimizer state all in bfloat16. Half the memory,
 //!   no casts, but updates smaller than 1/256 of a weight are rounded away.
+//! * [`Precision::Bf16Master`] — bfloat16 weights and gradients as in the
+//!   book's step 5, while the optimizer keeps a float32 copy of every
+//!   weight ("master weights") and float32 moments, and writes the rounded
+//!   result back after each step ([`crate::train::optim::AdamW::master_weights`]):
+//!   the speed of bfloat16 without losing the small updates.
 //!
 //! ```
 //! use llm_core::model::precision::{autocast_bf16, Precision};
@@ -50,11 +55,18 @@ pub enum Precision {
     Bf16Mixed,
     /// Weights, gradients and optimizer state in bfloat16 (the book's `model.to(torch.bfloat16)`).
     Bf16,
+    /// bfloat16 weights and gradients, float32 master weights and moments in the optimizer.
+    Bf16Master,
 }
 
 impl Precision {
     /// The names [`Precision`] parses, for error messages and settings.
-    pub const NAMES: [&'static str; 3] = ["fp32", "bf16-mixed", "bf16"];
+    pub const NAMES: [&'static str; 4] = ["fp32", "bf16-mixed", "bf16", "bf16-master"];
+
+    /// Whether the model's weights are stored in bfloat16.
+    pub fn bf16_weights(self) -> bool {
+        matches!(self, Precision::Bf16 | Precision::Bf16Master)
+    }
 }
 
 impl fmt::Display for Precision {
@@ -63,6 +75,7 @@ impl fmt::Display for Precision {
             Precision::Float32 => "fp32",
             Precision::Bf16Mixed => "bf16-mixed",
             Precision::Bf16 => "bf16",
+            Precision::Bf16Master => "bf16-master",
         })
     }
 }
@@ -74,6 +87,7 @@ impl FromStr for Precision {
             "fp32" | "float32" | "f32" => Ok(Precision::Float32),
             "bf16-mixed" | "bf16_mixed" | "autocast" | "mixed" => Ok(Precision::Bf16Mixed),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            "bf16-master" | "bf16_master" | "master" => Ok(Precision::Bf16Master),
             other => Err(format!(
                 "precision {other:?} is not known; accepted: {}",
                 Precision::NAMES.join(", ")
@@ -156,7 +170,10 @@ mod tests {
             assert_eq!(name.parse::<Precision>().unwrap().to_string(), name);
         }
         let err = "fp8".parse::<Precision>().unwrap_err();
-        assert!(err.contains("accepted: fp32, bf16-mixed, bf16"), "{err}");
+        assert!(
+            err.contains("accepted: fp32, bf16-mixed, bf16, bf16-master"),
+            "{err}"
+        );
     }
 
     #[test]

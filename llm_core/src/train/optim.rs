@@ -118,8 +118,12 @@ pub enum OptimError {
     },
     #[error("optimizer state has a tensor {name:?} that belongs to no parameter")]
     Unexpected { name: String },
-    #[error("optimizer state tensor {name:?} is {actual}, expected float32")]
-    Dtype { name: String, actual: String },
+    #[error("optimizer state tensor {name:?} is {actual}, expected {expected}")]
+    Dtype {
+        name: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{name} = {value} is out of range; accepted: {accepted}")]
     Setting {
         name: &'static str,
@@ -161,6 +165,8 @@ enum ListKernel {
 struct Moments {
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// The float32 copy of a bfloat16 parameter ([`AdamW::master_weights`]).
+    master: Option<Tensor>,
 }
 
 /// `torch.optim.AdamW(params, lr, weight_decay)` with PyTorch's defaults
@@ -181,6 +187,14 @@ pub struct AdamW {
     /// Which of PyTorch's three AdamW implementations performs the step
     /// ([`AdamWKernel`]; PyTorch's default choice unless set).
     pub kernel: AdamWKernel,
+    /// For parameters stored in bfloat16 (or float16): keep a float32 copy
+    /// of each ("master weights"), update that copy with a float32
+    /// gradient and float32 moments, and write its rounded value back to
+    /// the parameter. The model computes in bfloat16 while no update is
+    /// rounded away; costs 4 bytes a parameter more than the book's pure
+    /// bfloat16 ([`crate::model::precision::Precision::Bf16Master`]).
+    /// No effect on float32 parameters.
+    pub master_weights: bool,
     step: u64,
 }
 
@@ -252,6 +266,7 @@ impl AdamW {
             betas: (0.9, 0.999),
             eps: 1e-8,
             kernel: AdamWKernel::Default,
+            master_weights: false,
             step: 0,
         })
     }
@@ -280,16 +295,19 @@ impl AdamW {
     pub fn step(&mut self) {
         self.step += 1;
         let on_cuda = self.params.iter().any(|(_, p)| p.device().is_cuda());
-        match self.kernel {
-            AdamWKernel::Fused => return self.step_lists(ListKernel::Fused),
-            AdamWKernel::Foreach => return self.step_lists(ListKernel::Foreach),
-            AdamWKernel::Default if on_cuda => return self.step_lists(ListKernel::Foreach),
-            AdamWKernel::Default | AdamWKernel::SingleTensor => {}
-        }
-        let (beta1, beta2) = self.betas;
-        let step = self.step as f64;
+        let kernel = match self.kernel {
+            AdamWKernel::Fused => Some(ListKernel::Fused),
+            AdamWKernel::Foreach => Some(ListKernel::Foreach),
+            AdamWKernel::Default if on_cuda => Some(ListKernel::Foreach),
+            AdamWKernel::Default | AdamWKernel::SingleTensor => None,
+        };
         tch::no_grad(|| {
-            for ((_, param), moments) in self.params.iter_mut().zip(self.moments.iter_mut()) {
+            // [the tensor to update, its gradient, exp_avg, exp_avg_sq] of
+            // each parameter with a gradient, and the (parameter, float32
+            // master) pairs to copy back after the update
+            let mut work: Vec<[Tensor; 4]> = Vec::new();
+            let mut copy_back: Vec<(Tensor, Tensor)> = Vec::new();
+            for ((_, param), moments) in self.params.iter().zip(self.moments.iter_mut()) {
                 if !param.requires_grad() {
                     continue;
                 }
@@ -297,59 +315,74 @@ impl AdamW {
                 if !grad.defined() {
                     continue;
                 }
-                let m = moments.get_or_insert_with(|| Moments {
-                    exp_avg: param.zeros_like(),
-                    exp_avg_sq: param.zeros_like(),
+                let m = moments.get_or_insert_with(|| {
+                    let master = (self.master_weights && param.kind() != Kind::Float)
+                        .then(|| param.to_kind(Kind::Float));
+                    let like = master.as_ref().unwrap_or(param);
+                    Moments {
+                        exp_avg: like.zeros_like(),
+                        exp_avg_sq: like.zeros_like(),
+                        master,
+                    }
                 });
-                let (mut grad, lr, wd, eps) = (grad, self.lr, self.weight_decay, self.eps);
-                // SAFETY: tch's tensor handles are libtorch `at::Tensor*`; all
-                // four are defined and of the parameter's shape.
-                let rc = unsafe {
-                    llm_adamw_single_tensor(
-                        param.as_mut_ptr(),
-                        grad.as_mut_ptr(),
-                        m.exp_avg.as_mut_ptr(),
-                        m.exp_avg_sq.as_mut_ptr(),
-                        lr,
-                        beta1,
-                        beta2,
-                        wd,
-                        eps,
-                        step,
-                    )
+                let (target, grad) = match &m.master {
+                    Some(w) => {
+                        copy_back.push((param.shallow_clone(), w.shallow_clone()));
+                        (w.shallow_clone(), grad.to_kind(Kind::Float))
+                    }
+                    None => (param.shallow_clone(), grad),
                 };
-                assert_eq!(rc, 0, "AdamW step failed: {}", shim_error());
+                work.push([
+                    target,
+                    grad,
+                    m.exp_avg.shallow_clone(),
+                    m.exp_avg_sq.shallow_clone(),
+                ]);
+            }
+            match kernel {
+                None => self.step_single(&mut work),
+                Some(k) => self.step_lists(k, work),
+            }
+            for (param, master) in copy_back {
+                param.shallow_clone().copy_(&master);
             }
         });
     }
 
-    /// [`AdamW::step`] through a kernel over lists of tensors
+    /// PyTorch's single-tensor AdamW over `work`, one parameter at a time.
+    fn step_single(&self, work: &mut [[Tensor; 4]]) {
+        let (beta1, beta2) = self.betas;
+        for [param, grad, exp_avg, exp_avg_sq] in work {
+            // SAFETY: tch's tensor handles are libtorch `at::Tensor*`; all
+            // four are defined and of the parameter's shape.
+            let rc = unsafe {
+                llm_adamw_single_tensor(
+                    param.as_mut_ptr(),
+                    grad.as_mut_ptr(),
+                    exp_avg.as_mut_ptr(),
+                    exp_avg_sq.as_mut_ptr(),
+                    self.lr,
+                    beta1,
+                    beta2,
+                    self.weight_decay,
+                    self.eps,
+                    self.step as f64,
+                )
+            };
+            assert_eq!(rc, 0, "AdamW step failed: {}", shim_error());
+        }
+    }
+
+    /// AdamW over `work` through a kernel over lists of tensors
     /// (`_fused_adamw_`, or the `_foreach_*` operations), one call per
     /// device and dtype.
-    fn step_lists(&mut self, kernel: ListKernel) {
+    fn step_lists(&self, kernel: ListKernel, work: Vec<[Tensor; 4]>) {
         let (beta1, beta2) = self.betas;
-        // (device, dtype) -> [param, grad, exp_avg, exp_avg_sq] of each parameter
+        // (device, dtype) -> the work of its parameters
         type Group = ((tch::Device, Kind), Vec<[Tensor; 4]>);
         let mut groups: Vec<Group> = Vec::new();
-        for ((_, param), moments) in self.params.iter().zip(self.moments.iter_mut()) {
-            if !param.requires_grad() {
-                continue;
-            }
-            let grad = param.grad();
-            if !grad.defined() {
-                continue;
-            }
-            let m = moments.get_or_insert_with(|| Moments {
-                exp_avg: param.zeros_like(),
-                exp_avg_sq: param.zeros_like(),
-            });
-            let key = (param.device(), param.kind());
-            let four = [
-                param.shallow_clone(),
-                grad,
-                m.exp_avg.shallow_clone(),
-                m.exp_avg_sq.shallow_clone(),
-            ];
+        for four in work {
+            let key = (four[0].device(), four[0].kind());
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, g)) => g.push(four),
                 None => groups.push((key, vec![four])),
@@ -363,12 +396,12 @@ impl AdamW {
                 }
             }
             let [p, g, m, v] = &mut ptrs;
-            // SAFETY: four lists of `n` live libtorch tensor handles, each
-            // parameter with its gradient and moments of the same shape.
             let f = match kernel {
                 ListKernel::Fused => llm_fused_adamw,
                 ListKernel::Foreach => llm_foreach_adamw,
             };
+            // SAFETY: four lists of `n` live libtorch tensor handles, each
+            // parameter with its gradient and moments of the same shape.
             let rc = unsafe {
                 f(
                     p.as_mut_ptr(),
@@ -393,7 +426,8 @@ impl AdamW {
     }
 
     /// The state to save: for each parameter with moments,
-    /// `<name>.exp_avg` and `<name>.exp_avg_sq` (the step is
+    /// `<name>.exp_avg` and `<name>.exp_avg_sq`, and `<name>.master` with
+    /// master weights (the step is
     /// [`AdamW::step_count`], saved separately).
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
@@ -401,6 +435,9 @@ impl AdamW {
             if let Some(m) = m {
                 out.push((format!("{name}.exp_avg"), m.exp_avg.shallow_clone()));
                 out.push((format!("{name}.exp_avg_sq"), m.exp_avg_sq.shallow_clone()));
+                if let Some(w) = &m.master {
+                    out.push((format!("{name}.master"), w.shallow_clone()));
+                }
             }
         }
         out
@@ -420,6 +457,13 @@ impl AdamW {
         for (name, param) in &self.params {
             let exp_avg = saved.remove(&format!("{name}.exp_avg"));
             let exp_avg_sq = saved.remove(&format!("{name}.exp_avg_sq"));
+            let master = saved.remove(&format!("{name}.master"));
+            // float32 moments, except for a bfloat16 parameter without master weights
+            let kind = if master.is_some() || param.kind() == Kind::Float {
+                Kind::Float
+            } else {
+                param.kind()
+            };
             let m = match (exp_avg, exp_avg_sq) {
                 (None, None) => None,
                 (Some(_), None) => {
@@ -433,7 +477,12 @@ impl AdamW {
                     })
                 }
                 (Some(a), Some(b)) => {
-                    for (suffix, t) in [("exp_avg", &a), ("exp_avg_sq", &b)] {
+                    let named = [
+                        ("exp_avg", Some(&a)),
+                        ("exp_avg_sq", Some(&b)),
+                        ("master", master.as_ref()),
+                    ];
+                    for (suffix, t) in named.into_iter().filter_map(|(n, t)| Some((n, t?))) {
                         if t.size() != param.size() {
                             return Err(OptimError::Shape {
                                 name: format!("{name}.{suffix}"),
@@ -441,17 +490,19 @@ impl AdamW {
                                 actual: t.size(),
                             });
                         }
-                        if t.kind() != Kind::Float {
+                        if t.kind() != kind {
                             return Err(OptimError::Dtype {
                                 name: format!("{name}.{suffix}"),
+                                expected: format!("{kind:?}"),
                                 actual: format!("{:?}", t.kind()),
                             });
                         }
                     }
-                    let to = |t: Tensor| t.to_kind(Kind::Float).to_device(param.device());
+                    let to = |t: Tensor| t.to_device(param.device());
                     Some(Moments {
                         exp_avg: to(a),
                         exp_avg_sq: to(b),
+                        master: master.map(to),
                     })
                 }
             };
@@ -611,6 +662,65 @@ mod tests {
             "{err}"
         );
         assert_eq!(opt.step_count(), 0);
+    }
+
+    #[test]
+    fn master_weights_keep_the_updates_bfloat16_rounds_away() {
+        let _rng = crate::rng_lock();
+        // bfloat16 spacing at 1.0 is 2^-7 = 0.0078: steps of 1e-4 vanish
+        let run = |master: bool| {
+            let mut vs = nn::VarStore::new(Device::Cpu);
+            let w = vs.root().var_copy("w", &Tensor::from_slice(&[1.0f32, 1.0]));
+            vs.bfloat16();
+            assert_eq!(w.kind(), Kind::BFloat16);
+            let mut opt = AdamW::new(vec![("w".into(), w.shallow_clone())], 1e-4, 0.0);
+            opt.master_weights = master;
+            for _ in 0..100 {
+                opt.zero_grad();
+                (&w * &w).sum(Kind::Float).backward();
+                opt.step();
+            }
+            (w.to_kind(Kind::Float), opt)
+        };
+        let (pure, _) = run(false);
+        assert_eq!(Vec::<f32>::try_from(&pure).unwrap(), [1.0, 1.0]);
+        let (mastered, opt) = run(true);
+        let moved = Vec::<f32>::try_from(&mastered).unwrap();
+        assert!(moved[0] < 0.995 && moved[0] > 0.985, "{moved:?}");
+        let state = opt.state_tensors();
+        let names: Vec<&str> = state.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["w.exp_avg", "w.exp_avg_sq", "w.master"]);
+        assert!(state.iter().all(|(_, t)| t.kind() == Kind::Float));
+        let master = state[2].1.double_value(&[0]);
+        assert!((master - 0.99).abs() < 1e-3, "{master}");
+        // restored, the master copy comes back with the moments
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let w = vs.root().var_copy("w", &mastered);
+        vs.bfloat16();
+        let mut opt2 = AdamW::new(vec![("w".into(), w.shallow_clone())], 1e-4, 0.0);
+        opt2.master_weights = true;
+        let copied = state.into_iter().map(|(n, t)| (n, t.copy())).collect();
+        opt2.load_state(copied, 100).unwrap();
+        assert_eq!(opt2.state_tensors().len(), 3);
+        let bad = vec![
+            (
+                "w.exp_avg".into(),
+                Tensor::zeros([2], (Kind::BFloat16, Device::Cpu)),
+            ),
+            (
+                "w.exp_avg_sq".into(),
+                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+            ),
+            (
+                "w.master".into(),
+                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+            ),
+        ];
+        let err = opt2.load_state(bad, 1).unwrap_err().to_string();
+        assert!(
+            err.contains("\"w.exp_avg\" is BFloat16, expected Float"),
+            "{err}"
+        );
     }
 
     #[test]
