@@ -27,7 +27,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("model::linear", 3),
     ("model::kv_cache", 3),
     ("model::attention", 3),
-    // ch. 4
+    // ch. 4 (number formats: the speed recipe's bfloat16, used by the model)
+    ("model::precision", 4),
     ("model::gpt", 4),
     // ch. 5 and appendix D
     ("model::generate", 5),
@@ -37,6 +38,8 @@ const LAYERS: &[(&str, u32)] = &[
     ("train::history", 5),
     ("train::pretrain", 5),
     ("train::checkpoint", 5),
+    // bonus of ch. 5: the training-speed recipe
+    ("train::speed", 5),
     // bonus of ch. 5: from GPT-2 to Llama 3 and Qwen3
     ("model::rms_norm", 5),
     ("model::rope", 5),

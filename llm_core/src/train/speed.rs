@@ -32,7 +32,8 @@
 //! let optimizer = speed.optimizer(&vs, &model, 4e-4, 0.1);
 //! assert_eq!(model.padded_vocab_size(), 128);
 //! assert!(model.speed.flash_attention && optimizer.kernel == AdamWKernel::Fused);
-//! println!("{speed}"); // fused AdamW, bf16-mixed, native layers, flash attention, fused QKV, vocab padded to 64
+//! assert_eq!(speed.to_string(),
+//!            "TF32, fused AdamW, bf16-mixed, native layers, flash attention, fused QKV, vocab padded to 64");
 //! # Ok::<(), llm_core::model::gpt::ModelError>(())
 //! ```
 
