@@ -56,14 +56,17 @@ RAYON_NUM_THREADS=1 "$LLM_RS_VENV/bin/python" scripts/bench_tiktoken.py | tee "$
 step_done
 
 tik="$(val tiktoken_mb_s)"; g="$(val gpt2_tokenizer_mb_s)"; b="$(val bpe_tokenizer_mb_s)"
+hfp="$(val hf_pipeline_mb_s)"; pc="$(val parallel_cores)"; pm="$(val parallel_mb_s)"
 ours_train="$(val bpe_train_s)"; hf_train="$(val hf_bpe_train_s)"
 echo
 echo "| encode tinyshakespeare (GPT-2 BPE)      | MB/s | ratio to tiktoken |"
 echo "|-----------------------------------------|-----:|------------------:|"
-awk -v t="$tik" -v g="$g" -v b="$b" 'BEGIN {
+awk -v t="$tik" -v g="$g" -v b="$b" -v h="$hfp" -v c="$pc" -v p="$pm" 'BEGIN {
     printf "| tiktoken (Python, reference)            | %.2f | 1.00 |\n", t
-    printf "| Gpt2Tokenizer (tokenizers crate)        | %.2f | %.2f |\n", g, g / t
-    printf "| BpeTokenizer (from scratch, GPT-2 files)| %.2f | %.2f |\n", b, b / t }'
+    printf "| Gpt2Tokenizer                           | %.2f | %.2f |\n", g, g / t
+    printf "| BpeTokenizer (from scratch, GPT-2 files)| %.2f | %.2f |\n", b, b / t
+    printf "| tokenizers crate pipeline (tokenizer.json) | %.2f | %.2f |\n", h, h / t
+    printf "| encode_parallel, %d threads (llm tokenize) | %.2f | %.2f (%.2f per thread) |\n", c, p, p / t, p / t / c }'
 awk -v o="$ours_train" -v h="$hf_train" 'BEGIN {
     printf "\n| train BPE to 1000 tokens | seconds | ratio to tokenizers crate |\n|---|---:|---:|\n"
     printf "| tokenizers crate BpeTrainer | %.3f | 1.00 |\n| BpeTokenizer::train | %.3f | %.2f |\n", h, o, o / h }'

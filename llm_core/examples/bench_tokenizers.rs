@@ -63,6 +63,21 @@ fn main() -> anyhow::Result<()> {
         g_ids == s_ids,
         "the two encoders disagree on tinyshakespeare"
     );
+    // the crate's own pipeline (tokenizer.json), which Gpt2Tokenizer used
+    // to encode with, for the record of why it no longer does
+    let hf_json = Gpt2Tokenizer::from_tokenizer_json(
+        llm_core::data::path("gpt2/encoder.json")?.with_file_name("tokenizer.json"),
+    )?;
+    let (_, hf_warm, hf_ids) = time(1, || Ok(hf_json.encode(&text)?))?;
+    anyhow::ensure!(hf_ids == g_ids, "the tokenizers crate's pipeline disagrees");
+    // every core (`llm tokenize`)
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (_, p_warm, p_ids) = time(3, || {
+        Ok(llm_core::text::shards::encode_parallel(
+            &gpt2, &text, cores,
+        )?)
+    })?;
+    anyhow::ensure!(p_ids == g_ids, "the parallel encoder disagrees");
 
     // --- training -------------------------------------------------------
     let (ours_s, _, ours) = time(0, || Ok(BpeTokenizer::train(&text, vocab_size, &[])?))?;
@@ -170,6 +185,9 @@ fn main() -> anyhow::Result<()> {
     );
     println!();
     println!("gpt2_tokenizer_mb_s {:.3}", mb / g_warm);
+    println!("hf_pipeline_mb_s {:.3}", mb / hf_warm);
+    println!("parallel_cores {cores}");
+    println!("parallel_mb_s {:.3}", mb / p_warm);
     println!("bpe_tokenizer_mb_s {:.3}", mb / s_warm);
     println!("bpe_tokenizer_cold_mb_s {:.3}", mb / s_cold);
     println!("bpe_train_s {ours_s:.3}");

@@ -30,6 +30,7 @@
 //! | [`text::tokenizer`] | `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BpeTokenizerSimple` to read, `BpeTokenizer` to use) |
 //! | [`text::dataset`] | `GptDatasetV1` (sliding windows of token ids) and `create_dataloader_v1` |
 //! | [`text::loader`] | mini-batches in the order PyTorch's `DataLoader` draws them |
+//! | [`text::shards`] | pre-tokenized `uint16` shards (nanoGPT's `train.bin`), memory-mapped for corpora bigger than memory; encoding on every core |
 //! | **[`model`]: ch. 3–4** | |
 //! | [`model::init`] | layers initialised exactly as PyTorch's defaults (so seeded runs match the book) |
 //! | [`model::lora`] | appendix E: `LoraLayer`, the low-rank update `(alpha/rank) x A B` |

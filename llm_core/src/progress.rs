@@ -1,8 +1,8 @@
 //! A progress line for long loops: step/total, the metrics you set (loss …),
 //! tokens per second and the time left.
 //!
-//! In a terminal the line is redrawn in place (a carriage return) at most
-//! every 0.25 s. Anywhere else — a Jupyter notebook, a log file — a redrawn
+//! In a terminal the line is a bar redrawn in place by [`indicatif`] at
+//! most every 0.25 s, with evaluations and samples printed above it. Anywhere else — a Jupyter notebook, a log file — a redrawn
 //! line would be saved as dozens of fragments, so whole lines are printed
 //! instead: one at each tenth of the way (no more often than every 10 s)
 //! and the final one, so a saved notebook or log reads cleanly.
@@ -47,6 +47,8 @@ pub struct Progress {
     drawn_at: usize,
     mode: Mode,
     finished: bool,
+    /// The terminal bar (in-place mode only).
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -69,6 +71,7 @@ impl Progress {
             drawn_at: 0,
             mode,
             finished: false,
+            bar: None,
         }
     }
 
@@ -170,8 +173,25 @@ impl Progress {
         let mut out = std::io::stdout().lock();
         let _ = match self.mode {
             Mode::InPlace(_) => {
-                // pad so that a shorter line fully covers the previous one
-                write!(out, "\r{line:<100}{}", if last { "\n" } else { "" })
+                let total = self.total as u64;
+                let bar = self.bar.get_or_insert_with(|| {
+                    let bar = indicatif::ProgressBar::with_draw_target(
+                        Some(total),
+                        indicatif::ProgressDrawTarget::stdout(),
+                    );
+                    if let Ok(style) =
+                        indicatif::ProgressStyle::with_template("{bar:20.cyan/blue} {wide_msg}")
+                    {
+                        bar.set_style(style.progress_chars("█▉▊▋▌▍▎▏ "));
+                    }
+                    bar
+                });
+                bar.set_position(self.position as u64);
+                bar.set_message(line);
+                if last {
+                    bar.finish();
+                }
+                Ok(())
             }
             Mode::Lines(_) => writeln!(out, "{line}"),
             Mode::Quiet => return,
@@ -185,16 +205,16 @@ impl Progress {
     /// progress line, which is redrawn below it at the next step.
     pub fn println(&mut self, text: &str) {
         let mut out = std::io::stdout().lock();
-        let _ = match self.mode {
-            Mode::Quiet => return,
-            Mode::InPlace(_) if self.last_draw.is_some() => writeln!(out, "\r{text:<100}"),
+        let _ = match (&self.mode, &self.bar) {
+            (Mode::Quiet, _) => return,
+            // above the bar, which indicatif redraws below it
+            (Mode::InPlace(_), Some(bar)) if !bar.is_finished() => {
+                bar.println(text);
+                Ok(())
+            }
             _ => writeln!(out, "{text}"),
         };
         let _ = out.flush();
-        if let Mode::InPlace(_) = self.mode {
-            // redraw the progress line at the next step
-            self.last_draw = None;
-        }
     }
 
     /// Draw the final line and end it with a newline.

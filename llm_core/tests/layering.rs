@@ -21,6 +21,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("text::tokenizer", 2),
     ("text::loader", 2),
     ("text::dataset", 2),
+    ("text::shards", 2),
     // ch. 3 (the KV cache is its bonus)
     ("model::init", 3),
     ("model::lora", 3),

@@ -270,6 +270,88 @@ fn resumed_run_continues_exactly() {
     assert_eq!(names, vec![std::ffi::OsString::from("tiny")]);
 }
 
+/// Stopped within an epoch (a Ctrl-C, here raised by the evaluation hook
+/// at the fourth evaluation, after step 13 of 9 a epoch) after a checkpoint
+/// every 5 steps and at the stop, then resumed in a fresh start: the same
+/// run as one without a stop. Also stopped after the last batch of an
+/// epoch, before its sample (the third evaluation, after step 9).
+#[test]
+fn run_stopped_within_an_epoch_resumes_exactly() {
+    for (at_eval, step, epochs, batches) in [(4, 12, 1, 4), (3, 8, 0, 9)] {
+        stop_and_resume(at_eval, step, epochs, batches);
+    }
+}
+
+fn stop_and_resume(at_eval: usize, step: i64, epochs: usize, batches: usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let _lock = common::rng_lock();
+    let tokenizer = word_tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("tiny");
+
+    let (vs, model, mut opt, train, val) = tiny_setup(123);
+    let whole = train_model_simple(&model, &train, &val, &mut opt, &tokenizer, &opts(3)).unwrap();
+    let whole_weights = vs.variables();
+    assert_eq!(whole.steps_per_epoch, 9);
+
+    let (vs, model, mut opt, train, val) = tiny_setup(123);
+    let stop = AtomicBool::new(false);
+    let evaluations = std::cell::Cell::new(0);
+    let hook = |h: &TrainHistory| {
+        evaluations.set(h.train_losses.len());
+        if h.train_losses.len() == at_eval {
+            stop.store(true, Ordering::SeqCst);
+        }
+    };
+    let first = TrainOptions {
+        checkpoint: Some(Checkpointing {
+            vs: &vs,
+            dir: ckpt.clone(),
+        }),
+        checkpoint_every: 5,
+        stop: Some(&stop),
+        on_eval: Some(&hook),
+        ..opts(3)
+    };
+    let err = train_model_simple(&model, &train, &val, &mut opt, &tokenizer, &first).unwrap_err();
+    let TrainError::Stopped {
+        global_step,
+        saved,
+        history,
+    } = err
+    else {
+        panic!("expected a stop, got {err}");
+    };
+    assert_eq!((global_step, evaluations.get()), (step, at_eval));
+    assert_eq!(saved.as_deref(), Some(ckpt.as_path()));
+    assert_eq!(
+        (history.epochs_completed, history.batches_done),
+        (epochs, batches)
+    );
+    drop((vs, model, opt));
+
+    let (mut vs, model, mut opt, train, val) = tiny_setup(999);
+    let info = load_training_checkpoint(&ckpt, &mut vs, &mut opt).unwrap();
+    assert_eq!(info.history.global_step, step);
+    assert!(info.history.epoch_rng.is_some());
+    let rest = TrainOptions {
+        resume: Some(info.history),
+        ..opts(3)
+    };
+    let resumed = train_model_simple(&model, &train, &val, &mut opt, &tokenizer, &rest).unwrap();
+    let strip = |h: &TrainHistory| TrainHistory {
+        train_seconds: 0.0,
+        ..h.clone()
+    };
+    assert_eq!(strip(&resumed), strip(&whole));
+    for (name, w) in vs.variables() {
+        assert!(
+            w.equal(&whole_weights[&name]),
+            "{name} differs after resuming"
+        );
+    }
+}
+
 #[test]
 fn checkpoint_errors_name_the_file() {
     let _lock = common::rng_lock();

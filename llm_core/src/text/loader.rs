@@ -138,6 +138,14 @@ pub trait DataLoader {
     fn num_batches(&self) -> usize;
     /// One epoch's batches.
     fn batches(&self) -> Vec<(Tensor, Tensor)>;
+    /// One epoch's batches, made one at a time: the generator draws happen
+    /// when this is called (as [`DataLoader::batches`]), the tensors only
+    /// when a batch is reached. The training and evaluation loops use this,
+    /// so a loader over a corpus bigger than memory
+    /// ([`crate::text::shards::ShardLoader`]) never holds an epoch at once.
+    fn batch_iter(&self) -> Box<dyn Iterator<Item = (Tensor, Tensor)> + '_> {
+        Box::new(self.batches().into_iter())
+    }
 }
 
 impl DataLoader for TensorLoader {
@@ -146,6 +154,9 @@ impl DataLoader for TensorLoader {
     }
     fn batches(&self) -> Vec<(Tensor, Tensor)> {
         self.epoch()
+    }
+    fn batch_iter(&self) -> Box<dyn Iterator<Item = (Tensor, Tensor)> + '_> {
+        Box::new(self.sampler.epoch().into_iter().map(|idx| self.select(idx)))
     }
 }
 
@@ -221,16 +232,19 @@ impl TensorLoader {
         self.sampler
             .epoch()
             .into_iter()
-            .map(|idx| {
-                let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
-                let idx = Tensor::from_slice(&idx).to_device(self.inputs.device());
-                (
-                    self.inputs.index_select(0, &idx),
-                    self.targets
-                        .index_select(0, &idx.to_device(self.targets.device())),
-                )
-            })
+            .map(|idx| self.select(idx))
             .collect()
+    }
+
+    /// The examples at `idx`, as one batch.
+    fn select(&self, idx: Vec<usize>) -> (Tensor, Tensor) {
+        let idx: Vec<i64> = idx.into_iter().map(|i| i as i64).collect();
+        let idx = Tensor::from_slice(&idx).to_device(self.inputs.device());
+        (
+            self.inputs.index_select(0, &idx),
+            self.targets
+                .index_select(0, &idx.to_device(self.targets.device())),
+        )
     }
 }
 

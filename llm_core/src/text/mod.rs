@@ -2,4 +2,5 @@
 
 pub mod dataset;
 pub mod loader;
+pub mod shards;
 pub mod tokenizer;

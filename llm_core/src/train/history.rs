@@ -34,6 +34,48 @@ pub struct TrainHistory {
     pub steps_per_epoch: usize,
     /// Seconds spent training (summed over resumed runs).
     pub train_seconds: f64,
+    /// Batches of the current epoch already trained on: 0 at an epoch's
+    /// end, more when a checkpoint was saved within an epoch
+    /// ([`crate::train::pretrain::TrainOptions::checkpoint_every`], Ctrl-C).
+    #[serde(default)]
+    pub batches_done: usize,
+    /// libtorch's CPU generator state when the current epoch began, so a
+    /// run resumed within an epoch draws the same batch order again. Saved
+    /// as hexadecimal; `None` at an epoch's end.
+    #[serde(default, with = "hex_bytes", skip_serializing_if = "Option::is_none")]
+    pub epoch_rng: Option<Vec<u8>>,
+}
+
+/// `Option<Vec<u8>>` as a hexadecimal string in JSON (a 5 KB generator
+/// state as an array of numbers would be 20 KB of noise).
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_str(&b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let Some(text) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if text.len() % 2 != 0 {
+            return Err(serde::de::Error::custom(
+                "an odd number of hexadecimal digits",
+            ));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| {
+                u8::from_str_radix(&text[i..i + 2], 16)
+                    .map_err(|_| serde::de::Error::custom(format!("not hexadecimal at {i}")))
+            })
+            .collect::<Result<Vec<u8>, D::Error>>()
+            .map(Some)
+    }
 }
 
 impl Default for TrainHistory {
@@ -52,6 +94,8 @@ impl Default for TrainHistory {
             tokens_seen: 0,
             steps_per_epoch: 0,
             train_seconds: 0.0,
+            batches_done: 0,
+            epoch_rng: None,
         }
     }
 }

@@ -144,8 +144,7 @@ where
     let num_batches = num_batches.map_or(len, |n| n.min(len));
     let total: f64 = tch::no_grad(|| {
         data_loader
-            .batches()
-            .into_iter()
+            .batch_iter()
             .take(num_batches)
             .map(|(input_batch, target_batch)| batch_value(&input_batch, &target_batch))
             .sum()

@@ -47,6 +47,7 @@
 
 use std::f64::consts::PI;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use tch::nn::VarStore;
@@ -56,6 +57,7 @@ use crate::files::FileError;
 use crate::model::generate::{text_to_token_ids, token_ids_to_text};
 use crate::model::gpt::{generate_text_simple, GptModel};
 use crate::progress::Progress;
+use crate::rng::RngState;
 use crate::text::loader::DataLoader;
 use crate::text::tokenizer::{Tokenizer, TokenizerError};
 use crate::train::checkpoint;
@@ -85,11 +87,26 @@ pub enum TrainError {
     /// The training loader has no batches (too little text for one batch).
     #[error("the training loader has no batches: the text is shorter than one batch of batch_size x (context_length + 1) tokens")]
     EmptyLoader,
+    /// The run was stopped ([`TrainOptions::stop`], such as Ctrl-C, or
+    /// [`TrainOptions::stop_at_step`]) after a whole step; with
+    /// [`TrainOptions::checkpoint`] a checkpoint of that step was saved first.
+    #[error("training stopped after global step {global_step}{}", match saved { Some(d) => format!("; checkpoint saved in {}", d.display()), None => "; no checkpoint (no checkpoint directory was given)".to_string() })]
+    Stopped {
+        global_step: i64,
+        saved: Option<PathBuf>,
+        /// What the run recorded up to the stop.
+        history: Box<TrainHistory>,
+    },
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Checkpoint(#[from] FileError),
 }
+
+/// Called after every evaluation with the history so far (its last
+/// entries are the new evaluation): to log metrics or redraw a plot while
+/// a long run goes on.
+pub type EvalHook<'a> = &'a dyn Fn(&TrainHistory);
 
 /// Where to save a checkpoint after every epoch.
 #[derive(Debug)]
@@ -101,7 +118,6 @@ pub struct Checkpointing<'a> {
 }
 
 /// The knobs of the training loops (the book's keyword arguments).
-#[derive(Debug)]
 pub struct TrainOptions<'a> {
     /// Epochs to train in total (a resumed run counts the epochs already done).
     pub num_epochs: usize,
@@ -126,11 +142,46 @@ pub struct TrainOptions<'a> {
     pub grad_accum_steps: usize,
     /// Save a checkpoint after each epoch.
     pub checkpoint: Option<Checkpointing<'a>>,
+    /// Also save a checkpoint every this many optimizer steps (0: only
+    /// after each epoch). A run resumed from one continues exactly, within
+    /// the epoch.
+    pub checkpoint_every: usize,
     /// Continue from the history of a loaded checkpoint
     /// ([`checkpoint::load_training_checkpoint`]).
     pub resume: Option<TrainHistory>,
+    /// Checked after every step: once it is `true` (set it from a Ctrl-C
+    /// handler), the run saves a checkpoint and returns
+    /// [`TrainError::Stopped`].
+    pub stop: Option<&'a AtomicBool>,
+    /// Stop as [`TrainOptions::stop`] does once this global step (counted
+    /// from 1) is done; 0: never.
+    pub stop_at_step: usize,
+    /// Called after every evaluation ([`EvalHook`]).
+    pub on_eval: Option<EvalHook<'a>>,
     /// No progress line and no printed evaluations or samples.
     pub quiet: bool,
+}
+
+impl std::fmt::Debug for TrainOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrainOptions")
+            .field("num_epochs", &self.num_epochs)
+            .field("eval_freq", &self.eval_freq)
+            .field("eval_iter", &self.eval_iter)
+            .field("start_context", &self.start_context)
+            .field("sample_tokens", &self.sample_tokens)
+            .field("sample_every", &self.sample_every)
+            .field("device", &self.device)
+            .field("grad_accum_steps", &self.grad_accum_steps)
+            .field("checkpoint", &self.checkpoint)
+            .field("checkpoint_every", &self.checkpoint_every)
+            .field("resume", &self.resume.as_ref().map(|h| h.to_string()))
+            .field("stop", &self.stop)
+            .field("stop_at_step", &self.stop_at_step)
+            .field("on_eval", &self.on_eval.is_some())
+            .field("quiet", &self.quiet)
+            .finish()
+    }
 }
 
 impl Default for TrainOptions<'_> {
@@ -145,7 +196,11 @@ impl Default for TrainOptions<'_> {
             device: Device::Cpu,
             grad_accum_steps: 1,
             checkpoint: None,
+            checkpoint_every: 0,
             resume: None,
+            stop: None,
+            stop_at_step: 0,
+            on_eval: None,
             quiet: false,
         }
     }
@@ -485,18 +540,59 @@ where
     }
     history.steps_per_epoch = steps_per_epoch;
     let first_epoch = history.epochs_completed;
-    let total = opts.num_epochs.saturating_sub(first_epoch) * steps_per_epoch;
+    let total = (opts.num_epochs - first_epoch) * steps_per_epoch
+        - history.batches_done.div_ceil(accum).min(steps_per_epoch);
     let mut bar = Progress::new("training", total);
     if opts.quiet {
         bar = bar.quiet();
     }
     let started = std::time::Instant::now();
     let seconds_before = history.train_seconds;
+    let rng_err = |e: crate::rng::RngError| {
+        TrainError::Checkpoint(crate::files::format_err(
+            std::path::Path::new("<generator>"),
+            e.to_string(),
+        ))
+    };
 
     // the book's loop (§5.2; appendix D adds the schedule and the clipping)
     for epoch in first_epoch..opts.num_epochs {
-        let batches = train_loader.batches();
-        for (step, group) in batches.chunks(accum).enumerate() {
+        // beyond the book: a run resumed within an epoch draws that epoch's
+        // batch order again from the generator state the epoch began with,
+        // then goes on from the state it stopped with
+        let skip = std::mem::take(&mut history.batches_done);
+        let mut batches = match (skip, history.epoch_rng.take()) {
+            (0, _) => {
+                let at_start = RngState::capture(Device::Cpu).map_err(rng_err)?;
+                history.epoch_rng = Some(at_start.bytes);
+                train_loader.batch_iter()
+            }
+            (_, None) => {
+                return Err(TrainError::Setting {
+                    name: "resume",
+                    value: format!("a history {skip} batches into epoch {}", epoch + 1),
+                    accepted: "a history saved by this version (it records the generator state of the epoch's start)".into(),
+                })
+            }
+            (_, Some(bytes)) => {
+                let now = RngState::capture(Device::Cpu).map_err(rng_err)?;
+                RngState { device: Device::Cpu, bytes: bytes.clone() }.restore().map_err(rng_err)?;
+                let mut it = train_loader.batch_iter();
+                now.restore().map_err(rng_err)?;
+                history.epoch_rng = Some(bytes);
+                for _ in 0..skip {
+                    it.next();
+                }
+                it
+            }
+        };
+        history.batches_done = skip;
+        let mut step = skip / accum;
+        loop {
+            let group: Vec<(Tensor, Tensor)> = batches.by_ref().take(accum).collect();
+            if group.is_empty() {
+                break;
+            }
             history.global_step += 1;
             let global_step = history.global_step;
             if let Some(s) = schedule {
@@ -520,6 +616,7 @@ where
                     }
                 })?;
             history.tokens_seen += tokens;
+            history.batches_done += group.len();
 
             if global_step % opts.eval_freq as i64 == 0 {
                 let (train_loss, val_loss) =
@@ -533,6 +630,9 @@ where
                         epoch + 1
                     ),
                 );
+                if let Some(hook) = opts.on_eval {
+                    hook(&history);
+                }
             }
 
             // beyond the book: the progress line and samples within an epoch
@@ -553,6 +653,36 @@ where
                 history.step_samples.push((global_step + 1, sample));
             }
             bar.inc(1);
+            step += 1;
+
+            // beyond the book: checkpoints within an epoch, and stopping
+            let stop = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+                || (opts.stop_at_step > 0 && global_step + 1 >= opts.stop_at_step as i64);
+            let due =
+                opts.checkpoint_every > 0 && (global_step + 1) % opts.checkpoint_every as i64 == 0;
+            if stop || due {
+                history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
+                if let Some(c) = &opts.checkpoint {
+                    checkpoint::save_training_checkpoint(
+                        &c.dir, c.vs, &model.cfg, optimizer, &history,
+                    )?;
+                    if !stop {
+                        bar.println(&format!(
+                            "checkpoint saved in {} (step {})",
+                            c.dir.display(),
+                            global_step + 1
+                        ));
+                    }
+                }
+            }
+            if stop {
+                bar.finish();
+                return Err(TrainError::Stopped {
+                    global_step,
+                    saved: opts.checkpoint.as_ref().map(|c| c.dir.clone()),
+                    history: Box::new(history),
+                });
+            }
         }
         let sample = generate_sample(
             model,
@@ -566,6 +696,8 @@ where
 
         // beyond the book: a checkpoint after every epoch
         history.epochs_completed = epoch + 1;
+        history.batches_done = 0;
+        history.epoch_rng = None;
         history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
         if let Some(c) = &opts.checkpoint {
             checkpoint::save_training_checkpoint(&c.dir, c.vs, &model.cfg, optimizer, &history)?;

@@ -44,7 +44,7 @@ use std::path::Path;
 use std::sync::{Mutex, TryLockError};
 
 use super::byte_level::{
-    check_vocabulary, decode_token, encode_token, read_encoder_json, read_vocab_bpe,
+    check_vocabulary, decode_token, encode_token, read_encoder_json, read_vocab_bpe, MergeLine,
 };
 use super::{compile, regex_err, Result, Tokenizer, TokenizerError};
 
@@ -152,8 +152,18 @@ pub struct BpeTokenizer {
     special_ids: HashMap<String, u32>,
     /// Token strings as in `encoder.json` → id.
     str_to_id: HashMap<String, u32>,
-    /// Encoded pieces, by piece.
-    cache: Mutex<FxMap<String, Vec<u32>>>,
+    /// Encoded pieces, by piece: one cache per thread that may encode at
+    /// once (see [`crate::text::shards::encode_parallel`]).
+    cache: Box<[Mutex<PieceCache>]>,
+}
+
+/// Encoded pieces, by piece.
+type PieceCache = FxMap<String, Vec<u32>>;
+
+/// One empty piece cache per core.
+fn new_caches() -> Box<[Mutex<PieceCache>]> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (0..n).map(|_| Mutex::new(FxMap::default())).collect()
 }
 
 impl fmt::Debug for BpeTokenizer {
@@ -178,7 +188,7 @@ impl Clone for BpeTokenizer {
             special_tokens: self.special_tokens.clone(),
             special_ids: self.special_ids.clone(),
             str_to_id: self.str_to_id.clone(),
-            cache: Mutex::new(FxMap::default()),
+            cache: new_caches(),
         }
     }
 }
@@ -288,7 +298,7 @@ impl BpeTokenizer {
             special_tokens,
             special_ids,
             str_to_id,
-            cache: Mutex::new(FxMap::default()),
+            cache: new_caches(),
         })
     }
 
@@ -469,11 +479,24 @@ impl BpeTokenizer {
         let encoder = read_encoder_json(encoder_path)?;
         let lines = read_vocab_bpe(merges_path, Some(&encoder))?;
         let specials = check_vocabulary(&encoder, &lines, encoder_path, merges_path)?;
+        Self::from_parsed(&encoder, &lines, &specials, encoder_path, merges_path)
+    }
+
+    /// [`BpeTokenizer::from_files`] from the files' parsed and checked
+    /// contents (the paths are for error messages).
+    pub(crate) fn from_parsed(
+        encoder: &HashMap<String, u32>,
+        lines: &[MergeLine],
+        specials: &[(String, u32)],
+        encoder_path: &Path,
+        merges_path: &Path,
+    ) -> Result<Self> {
+        let specials = specials.to_vec();
         let special_names: HashSet<&str> = specials.iter().map(|(s, _)| s.as_str()).collect();
 
         let size = encoder.values().max().map_or(0, |&m| m as usize + 1);
         let mut vocab: Vec<Option<Token>> = vec![None; size];
-        for (token, &id) in &encoder {
+        for (token, &id) in encoder {
             vocab[id as usize] = Some(if special_names.contains(token.as_str()) {
                 Token::Special(token.clone())
             } else {
@@ -483,7 +506,7 @@ impl BpeTokenizer {
         }
         // every byte has a token: checked by `check_vocabulary` above
         let mut merges = Vec::with_capacity(lines.len());
-        for line in &lines {
+        for line in lines {
             let bad = |reason: String| TokenizerError::BadMerge {
                 path: merges_path.to_path_buf(),
                 line: line.line,
@@ -706,18 +729,21 @@ impl BpeTokenizer {
         out
     }
 
-    /// Run `f` with the piece cache; if another thread holds it, with an
-    /// empty one of its own.
+    /// Run `f` with a piece cache no other thread holds; if every one is
+    /// held, with an empty one of its own.
     fn with_cache<T>(&self, f: impl FnOnce(&mut FxMap<String, Vec<u32>>) -> T) -> T {
-        match self.cache.try_lock() {
-            Ok(mut cache) => f(&mut cache),
-            Err(TryLockError::Poisoned(poisoned)) => {
-                let mut cache = poisoned.into_inner();
-                cache.clear();
-                f(&mut cache)
+        for slot in self.cache.iter() {
+            match slot.try_lock() {
+                Ok(mut cache) => return f(&mut cache),
+                Err(TryLockError::Poisoned(poisoned)) => {
+                    let mut cache = poisoned.into_inner();
+                    cache.clear();
+                    return f(&mut cache);
+                }
+                Err(TryLockError::WouldBlock) => {}
             }
-            Err(TryLockError::WouldBlock) => f(&mut FxMap::default()),
         }
+        f(&mut FxMap::default())
     }
 
     /// Pre-tokenize `text` and append each piece's ids to `out`.
