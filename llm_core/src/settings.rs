@@ -39,6 +39,10 @@ pub enum Source {
     Smoke,
     /// An environment variable (its name).
     Env(String),
+    /// A configuration file (its path), such as the `llm` tool's TOML file.
+    File(String),
+    /// A command-line flag (its spelling, such as `--learning-rate`).
+    Flag(String),
 }
 
 impl fmt::Display for Source {
@@ -47,6 +51,8 @@ impl fmt::Display for Source {
             Source::Default => write!(f, "default"),
             Source::Smoke => write!(f, "smoke"),
             Source::Env(var) => write!(f, "${var}"),
+            Source::File(path) => write!(f, "{path}"),
+            Source::Flag(flag) => write!(f, "{flag}"),
         }
     }
 }
@@ -64,6 +70,10 @@ pub struct Entry {
 pub struct Settings {
     smoke: bool,
     entries: Vec<Entry>,
+    /// Values given by a file and by flags, `(name, value, source)`:
+    /// flags above the environment, the file below it.
+    file: Vec<(String, String, Source)>,
+    flags: Vec<(String, String, Source)>,
 }
 
 /// The environment variable that overrides the setting `name`: `LLM_` + upper case.
@@ -97,7 +107,7 @@ pub fn try_smoke_from_env() -> Result<bool, SettingError> {
         Err(_) => Ok(false),
         Ok(raw) => parse_flag(&raw).ok_or_else(|| SettingError {
             name: "smoke".to_string(),
-            var: "LLM_SMOKE".to_string(),
+            var: "environment variable LLM_SMOKE".to_string(),
             value: raw.clone(),
             ty: "flag",
             reason: "accepted: 1, true, yes, on (smoke run) or 0, false, no, off (full run)"
@@ -117,9 +127,10 @@ pub fn smoke_from_env() -> bool {
 
 /// Error for a setting whose environment variable does not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("setting `{name}`: environment variable {var}={value:?} is not a valid {ty}: {reason}")]
+#[error("setting `{name}`: {var} = {value:?} is not a valid {ty}: {reason}")]
 pub struct SettingError {
     pub name: String,
+    /// Where the value came from (`environment variable LLM_SEED`, `flag --seed`, `run.toml: key seed`).
     pub var: String,
     pub value: String,
     pub ty: &'static str,
@@ -139,8 +150,63 @@ impl Settings {
     pub fn new(smoke: bool) -> Self {
         Settings {
             smoke,
-            entries: Vec::new(),
+            ..Settings::default()
         }
+    }
+
+    /// Add values from a configuration file `path` (`(name, value)`), which
+    /// the environment and flags override. The order of precedence, highest
+    /// first: [`Settings::with_flags`], `LLM_<NAME>`, this file, the default.
+    ///
+    /// ```
+    /// use llm_core::settings::{Settings, Source};
+    ///
+    /// let mut s = Settings::new(false)
+    ///     .with_file("run.toml", [("num_epochs", "3"), ("seed", "7")])
+    ///     .with_flags([("--seed", "seed", "9")]);
+    /// assert_eq!(s.get("num_epochs", 10usize), 3);
+    /// assert_eq!(s.get("seed", 123i64), 9);
+    /// assert_eq!(s.entries()[1].source, Source::Flag("--seed".into()));
+    /// assert!(s.unread().is_empty());
+    /// ```
+    pub fn with_file<I, K, V>(mut self, path: &str, values: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        for (k, v) in values {
+            self.file
+                .push((k.into(), v.into(), Source::File(path.to_string())));
+        }
+        self
+    }
+
+    /// Add values from command-line flags, `(flag, name, value)`, above
+    /// everything else (see [`Settings::with_file`]).
+    pub fn with_flags<I, F, K, V>(mut self, values: I) -> Self
+    where
+        I: IntoIterator<Item = (F, K, V)>,
+        F: Into<String>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        for (flag, k, v) in values {
+            self.flags
+                .push((k.into(), v.into(), Source::Flag(flag.into())));
+        }
+        self
+    }
+
+    /// The file's and the flags' values that no `get` has read, with their
+    /// source: misspelt or unknown names, once every setting has been read.
+    pub fn unread(&self) -> Vec<(String, Source)> {
+        self.flags
+            .iter()
+            .chain(&self.file)
+            .filter(|(name, _, _)| !self.entries.iter().any(|e| &e.name == name))
+            .map(|(name, _, source)| (name.clone(), source.clone()))
+            .collect()
     }
 
     /// Whether the small smoke values are in use.
@@ -188,19 +254,38 @@ impl Settings {
         T::Err: fmt::Display,
     {
         let var = env_var_name(name);
-        let (value, source) = match std::env::var(&var) {
-            Ok(raw) => {
+        let given = |layer: &[(String, String, Source)]| {
+            layer
+                .iter()
+                .rev()
+                .find(|(n, _, _)| n == name)
+                .map(|(_, v, source)| (v.clone(), source.clone()))
+        };
+        let raw = given(&self.flags)
+            .or_else(|| {
+                std::env::var(&var)
+                    .ok()
+                    .map(|v| (v, Source::Env(var.clone())))
+            })
+            .or_else(|| given(&self.file));
+        let (value, source) = match raw {
+            Some((raw, source)) => {
                 let parsed = raw.trim().parse::<T>().map_err(|e| SettingError {
                     name: name.to_string(),
-                    var: var.clone(),
+                    var: match &source {
+                        Source::Env(v) => format!("environment variable {v}"),
+                        Source::File(path) => format!("{path}: key {name}"),
+                        Source::Flag(flag) => format!("flag {flag}"),
+                        other => other.to_string(),
+                    },
                     value: raw.clone(),
                     ty: std::any::type_name::<T>(),
                     reason: e.to_string(),
                 })?;
-                (parsed, Source::Env(var))
+                (parsed, source)
             }
-            Err(_) if self.smoke => (smoke, Source::Smoke),
-            Err(_) => (full, Source::Default),
+            None if self.smoke => (smoke, Source::Smoke),
+            None => (full, Source::Default),
         };
         self.record(name, value.to_string(), source);
         Ok(value)
@@ -212,16 +297,26 @@ impl Settings {
     /// # Panics
     /// If the value is not one of those, or CUDA is asked for but not available.
     pub fn device(&mut self) -> Device {
+        self.try_device().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Settings::device`], returning an error for a bad value.
+    pub fn try_device(&mut self) -> Result<Device, String> {
         let wanted: String = self.get("device", "auto".to_string());
-        match parse_device(&wanted) {
-            Ok(d) => {
-                if let Some(last) = self.entries.last_mut() {
-                    last.value = format!("{wanted} -> {d:?}");
-                }
-                d
-            }
-            Err(e) => panic!("{e}"),
+        let d = parse_device(&wanted)?;
+        if let Some(last) = self.entries.last_mut() {
+            last.value = format!("{wanted} -> {d:?}");
         }
+        Ok(d)
+    }
+
+    /// [`Settings::get`], returning an error for a bad override.
+    pub fn try_get<T>(&mut self, name: &str, value: T) -> Result<T, SettingError>
+    where
+        T: FromStr + fmt::Display + Clone,
+        T::Err: fmt::Display,
+    {
+        self.try_get_or_smoke(name, value.clone(), value)
     }
 
     fn record(&mut self, name: &str, value: String, source: Source) {

@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 use tch::Tensor;
 
-use crate::files::{io_err, write_atomically, FileError};
+use crate::files::{io_err, FileError};
 use crate::text::loader::{BatchSampler, DataLoader};
 use crate::text::tokenizer::{Tokenizer, TokenizerError};
 
@@ -77,28 +77,93 @@ pub enum ShardError {
 /// Write token ids as a `uint16` shard (little-endian, no header),
 /// atomically: a crash leaves the old file or the new one.
 pub fn write_shard(path: impl AsRef<Path>, ids: &[u32]) -> Result<(), ShardError> {
-    let path = path.as_ref();
-    if let Some((position, &id)) = ids.iter().enumerate().find(|(_, &id)| id > u16::MAX as u32) {
-        let vocab_size = ids.iter().max().map_or(0, |&m| m as usize + 1);
-        return Err(ShardError::IdTooLarge {
-            id,
-            position,
-            vocab_size,
-        });
+    let mut writer = ShardWriter::create(path)?;
+    writer.push(ids)?;
+    writer.finish().map(|_| ())
+}
+
+/// A shard written piece by piece (a corpus bigger than memory, one file
+/// at a time) into a temporary file that [`ShardWriter::finish`] renames
+/// into place; dropped unfinished, it removes the temporary file, so a
+/// crash or Ctrl-C never leaves a half-written shard under the real name.
+#[derive(Debug)]
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: Option<std::io::BufWriter<fs::File>>,
+    written: usize,
+}
+
+impl ShardWriter {
+    /// Start the shard `path`.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self, ShardError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(io_err(dir))?;
+        }
+        let tmp = crate::files::temp_path_for(&path);
+        let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        Ok(ShardWriter {
+            path,
+            tmp,
+            out: Some(std::io::BufWriter::with_capacity(1 << 20, file)),
+            written: 0,
+        })
     }
-    write_atomically(path, |tmp| -> Result<(), ShardError> {
-        let file = fs::File::create(tmp).map_err(io_err(tmp))?;
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+
+    /// Append `ids`; an id above 65535 is an error naming it and its position.
+    pub fn push(&mut self, ids: &[u32]) -> Result<(), ShardError> {
+        if let Some((i, &id)) = ids.iter().enumerate().find(|(_, &id)| id > u16::MAX as u32) {
+            let vocab_size = ids.iter().max().map_or(0, |&m| m as usize + 1);
+            return Err(ShardError::IdTooLarge {
+                id,
+                position: self.written + i,
+                vocab_size,
+            });
+        }
+        let out = self
+            .out
+            .as_mut()
+            .expect("a shard writer is used until finish");
         for chunk in ids.chunks(1 << 16) {
             let bytes: Vec<u8> = chunk
                 .iter()
                 .flat_map(|&id| (id as u16).to_le_bytes())
                 .collect();
-            out.write_all(&bytes).map_err(io_err(tmp))?;
+            out.write_all(&bytes).map_err(io_err(&self.tmp))?;
         }
-        out.flush().map_err(io_err(tmp))?;
+        self.written += ids.len();
         Ok(())
-    })
+    }
+
+    /// Ids written so far.
+    pub fn len(&self) -> usize {
+        self.written
+    }
+
+    /// Whether no id was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.written == 0
+    }
+
+    /// Flush, sync and rename the shard into place; returns its length in ids.
+    pub fn finish(mut self) -> Result<usize, ShardError> {
+        let out = self.out.take().expect("finish is called once");
+        let file = out
+            .into_inner()
+            .map_err(|e| io_err(&self.tmp)(e.into_error()))?;
+        file.sync_all().map_err(io_err(&self.tmp))?;
+        fs::rename(&self.tmp, &self.path).map_err(io_err(&self.path))?;
+        Ok(self.written)
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// A memory-mapped `uint16` shard: the token ids of a corpus, read only

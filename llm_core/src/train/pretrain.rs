@@ -631,6 +631,7 @@ where
                     ),
                 );
                 if let Some(hook) = opts.on_eval {
+                    history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
                     hook(&history);
                 }
             }
