@@ -9,7 +9,7 @@ LAB_ARGS ?=
 # which notebooks `make notebooks` runs (default: all)
 NB ?=
 
-.PHONY: help lab setup test notebooks smoke bench gpu-check clean-kernels
+.PHONY: help lab setup test notebooks smoke bench gpu-check llm clean-kernels
 help:
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -34,6 +34,9 @@ bench: setup ## benchmarks, side by side with the reference, as ratios
 
 gpu-check: setup ## what libtorch sees (CUDA?), a few training steps and a generation, in tokens/s
 	@$(ENV) cargo run --release --quiet -p llm_core --example gpu_check
+
+llm: setup ## build the command-line tool target/release/llm (pretrain, finetune, dpo, generate, chat, eval, ...)
+	@$(ENV) cargo build --release --quiet -p llm_cli && echo "target/release/llm: run it with --help"
 
 clean-kernels: ## remove the kernels' persistent build dirs (the next first cell is cold again)
 	@$(ENV) rm -rf "$$LLM_RS_CACHE/evcxr-slots"

@@ -13,6 +13,7 @@ mod dpo;
 mod eval;
 mod finetune;
 mod generate;
+mod launch;
 mod models;
 mod pretrain;
 mod run;
@@ -64,6 +65,8 @@ enum Command {
     Export(tools::ExportArgs),
     /// Tokenize text into uint16 shards (nanoGPT's train.bin / val.bin) on every core
     Tokenize(tools::TokenizeArgs),
+    /// Start N ranks of data-parallel training on this machine (as torchrun --standalone)
+    Launch(launch::LaunchArgs),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Download(a) => tools::download(a),
         Command::Export(a) => tools::export(a),
         Command::Tokenize(a) => tools::tokenize(a),
+        Command::Launch(a) => launch::run(a),
     };
     match result {
         Ok(code) => code,

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use llm_core::distributed::ProcessGroup;
 use llm_core::tch::{self, nn};
 use llm_core::text::dataset::GptDatasetV1;
 use llm_core::text::loader::DataLoader;
@@ -106,6 +108,7 @@ struct Plan {
     device: tch::Device,
     threads: usize,
     speed: SpeedOptions,
+    ddp_timeout: f64,
 }
 
 fn plan(args: &PretrainArgs) -> Result<(Plan, llm_core::Settings)> {
@@ -206,6 +209,7 @@ fn plan(args: &PretrainArgs) -> Result<(Plan, llm_core::Settings)> {
         device: config::device(&mut s)?,
         threads: s.try_get("threads", 0usize)?,
         speed: SpeedOptions::from_settings(&mut s, SpeedOptions::book())?,
+        ddp_timeout: s.try_get("ddp_timeout", 300.0f64)?,
     };
     config::check_unread(&s, "pretrain")?;
     if let Some(missing) = plan.data.iter().find(|p| !p.exists()) {
@@ -219,7 +223,13 @@ type Loader = Box<dyn DataLoader>;
 
 /// The training and validation loaders: from shards (a directory with
 /// `train.bin`) memory-mapped, or from text tokenized now.
-fn loaders(p: &Plan, tokenizer: &Gpt2Tokenizer) -> Result<(Loader, Loader, String)> {
+fn loaders(
+    p: &Plan,
+    tokenizer: &Gpt2Tokenizer,
+    pg: Option<&ProcessGroup>,
+) -> Result<(Loader, Loader, String)> {
+    // data parallel: each rank trains on its shard of every epoch
+    let (rank, world) = pg.map_or((0, 1), |pg| (pg.rank(), pg.world_size()));
     let ctx = p.cfg.context_length as usize;
     if let [dir] = p.data.as_slice() {
         if dir.join("train.bin").is_file() {
@@ -233,10 +243,13 @@ fn loaders(p: &Plan, tokenizer: &Gpt2Tokenizer) -> Result<(Loader, Loader, Strin
                 train.len(),
                 val.len()
             );
-            let train =
+            let mut train =
                 ShardLoader::new(train.clone(), 0..train.len(), ctx, p.stride, p.batch_size)?
                     .shuffle(true)
                     .drop_last(true);
+            if pg.is_some() {
+                train = train.distributed(rank, world, p.seed as u64);
+            }
             let val = ShardLoader::new(val.clone(), 0..val.len(), ctx, p.stride, p.batch_size)?;
             return Ok((Box::new(train), Box::new(val), about));
         }
@@ -260,9 +273,12 @@ fn loaders(p: &Plan, tokenizer: &Gpt2Tokenizer) -> Result<(Loader, Loader, Strin
         train_ids.len(),
         val_ids.len()
     );
-    let train = GptDatasetV1::from_ids(&train_ids, ctx, p.stride)
+    let mut train = GptDatasetV1::from_ids(&train_ids, ctx, p.stride)
         .context("the training text")?
         .try_into_loader(p.batch_size, true, true)?;
+    if pg.is_some() {
+        train = train.distributed(rank, world, p.seed as u64);
+    }
     let val = GptDatasetV1::from_ids(&val_ids, ctx, p.stride)
         .context("the validation text (its share is val_fraction)")?
         .try_into_loader(p.batch_size, false, false)?;
@@ -270,8 +286,29 @@ fn loaders(p: &Plan, tokenizer: &Gpt2Tokenizer) -> Result<(Loader, Loader, Strin
 }
 
 pub fn run(args: PretrainArgs) -> Result<ExitCode> {
-    let (p, settings) = plan(&args)?;
+    let (mut p, settings) = plan(&args)?;
+    // launched by torchrun (or with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT):
+    // one rank of data-parallel training
+    let pg = if args.common.dry_run {
+        None
+    } else {
+        ProcessGroup::from_env(Duration::from_secs_f64(p.ddp_timeout.max(1.0)))?
+    };
+    let main = pg.as_ref().is_none_or(|pg| pg.is_main());
+    if let (Some(pg), tch::Device::Cuda(_)) = (&pg, p.device) {
+        p.device = tch::Device::Cuda(pg.local_rank());
+    }
+    if !main {
+        return train(&args, &p, pg.as_ref());
+    }
     config::print(&settings);
+    if let Some(pg) = &pg {
+        println!(
+            "data parallel: rank 0 of {} (Gloo), {} examples per rank and step",
+            pg.world_size(),
+            p.batch_size
+        );
+    }
     println!(
         "model: {} parameters ({} tied), {:?}",
         p.cfg.num_parameters(),
@@ -285,17 +322,26 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     if p.data.is_empty() {
         bail!("no data: give text files, directories or a tokenized directory (or set `data`)");
     }
-    let run = &p.run;
     if args.resume.is_none() {
-        run.start(&config::to_toml(&settings, "pretrain"), "pretrain")?;
+        p.run
+            .start(&config::to_toml(&settings, "pretrain"), "pretrain")?;
     }
+    train(&args, &p, pg.as_ref())
+}
 
+/// The run itself, on one process or on one rank (only rank 0 prints and
+/// writes files).
+fn train(args: &PretrainArgs, p: &Plan, pg: Option<&ProcessGroup>) -> Result<ExitCode> {
+    let main = pg.is_none_or(|pg| pg.is_main());
+    let run = &p.run;
     let tokenizer = Gpt2Tokenizer::gpt2()?;
-    let (train_loader, val_loader, about) = loaders(&p, &tokenizer)?;
-    println!(
-        "data: {about}; {} training batches per epoch",
-        train_loader.num_batches()
-    );
+    let (train_loader, val_loader, about) = loaders(p, &tokenizer, pg)?;
+    if main {
+        println!(
+            "data: {about}; {} training batches per epoch",
+            train_loader.num_batches()
+        );
+    }
 
     tch::manual_seed(p.seed);
     let mut vs = nn::VarStore::new(p.device);
@@ -310,8 +356,10 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
                 &mut vs,
                 &mut optimizer,
             )?;
-            println!("resuming {}: {}", run.checkpoint().display(), info.history);
-            run.trim_metrics(info.history.global_step)?;
+            if main {
+                println!("resuming {}: {}", run.checkpoint().display(), info.history);
+                run.trim_metrics(info.history.global_step)?;
+            }
             Some(info.history)
         }
         None => None,
@@ -355,6 +403,7 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         stop: Some(&run::STOP),
         stop_at_step: args.stop_at_step.unwrap_or(0),
         on_eval: Some(&log),
+        distributed: pg,
         quiet: false,
     };
     let result = if p.schedule == "cosine" {
@@ -379,13 +428,30 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     };
     let history = match result {
         Ok(h) => h,
+        Err(TrainError::Stopped { .. }) if !main => return Ok(run::stopped_quietly()),
         Err(TrainError::Stopped {
             global_step, saved, ..
         }) => return Ok(run::stopped(global_step, saved.as_deref(), "pretrain", run)),
         Err(e) => return Err(e.into()),
     };
+    if !main {
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("{history}");
-    println!("{:.0} tokens/s", history.tokens_per_second());
+    match pg {
+        Some(pg) => {
+            let (seconds, n) = pg.all_reduce_seconds();
+            let steps = (history.global_step + 1) as f64;
+            println!(
+                "{:.0} tokens/s over {} ranks; {:.1} ms per step, of which {:.1} ms gradient all-reduce ({n} all-reduces)",
+                history.tokens_per_second() * pg.world_size() as f64,
+                pg.world_size(),
+                1000.0 * history.train_seconds / steps.max(1.0),
+                1000.0 * seconds
+            );
+        }
+        None => println!("{:.0} tokens/s", history.tokens_per_second()),
+    }
     match llm_core::model::gpt2_weights::export_gpt2(&model, run.model()) {
         Ok(()) => println!("model: {} (Hugging Face layout)", run.model().display()),
         Err(e) => {

@@ -131,6 +131,10 @@ impl RunDir {
             "val_loss": h.val_losses[i],
             "train_seconds": h.train_seconds,
         });
+        if let Some(loss) = h.step_losses.last() {
+            // the step's own batch loss (all ranks' mean with data parallelism)
+            line["loss"] = (*loss).into();
+        }
         if let Some(lr) = lr.or_else(|| h.track_lrs.last().copied()) {
             line["lr"] = lr.into();
         }
@@ -147,6 +151,15 @@ impl RunDir {
         if let Err(e) = h.loss_plot().save(self.loss_svg()) {
             eprintln!("warning: {}: {e}", self.loss_svg().display());
         }
+    }
+}
+
+/// The exit status of a rank other than 0 that stopped with the others.
+pub fn stopped_quietly() -> ExitCode {
+    if STOP.load(Ordering::SeqCst) {
+        ExitCode::from(INTERRUPTED)
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

@@ -25,6 +25,7 @@
 //! | [`rng`] | libtorch's generator state (exact resumes) and the PyTorch/NumPy shuffles (`randperm`, `Mt19937`, `numpy_permutation`) |
 //! | [`plot`] | line charts and heatmaps as SVG, inline in Jupyter or saved to a file |
 //! | [`progress`] | a progress line for long loops |
+//! | [`distributed`] | data-parallel training on torch.distributed's engine (c10d: TCPStore, Gloo), launched by torchrun |
 //! | [`display`] | rich output (SVG, HTML) in a Jupyter cell |
 //! | **[`text`]: ch. 2** | |
 //! | [`text::tokenizer`] | `SimpleTokenizerV1`/`V2`, GPT-2's BPE (`Gpt2Tokenizer`) and BPE from scratch (`BpeTokenizerSimple` to read, `BpeTokenizer` to use) |
@@ -73,6 +74,7 @@ pub use tokenizers;
 
 pub mod data;
 pub mod display;
+pub mod distributed;
 pub mod files;
 pub mod plot;
 pub mod progress;

@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("progress", 0),
     ("files", 0),
     ("rng", 0),
+    ("distributed", 0),
     ("data", 0),
     ("plot", 0),
     // ch. 2

@@ -540,3 +540,52 @@ proptest! {
         }
     }
 }
+
+/// Each rank's share of an epoch, and its batches, equal PyTorch's
+/// `DistributedSampler` + `DataLoader` (oracle: scripts/reference/ddp_sampler_oracle.py).
+#[test]
+fn distributed_sampler_matches_pytorch() {
+    let _lock = common::rng_lock();
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/ddp_sampler_oracle.json");
+    let oracle: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let usizes = |v: &serde_json::Value| -> Vec<usize> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as usize)
+            .collect()
+    };
+    let cases = oracle["cases"].as_array().unwrap();
+    assert!(cases.len() >= 8);
+    for case in cases {
+        let n = case["len"].as_u64().unwrap() as usize;
+        let world = case["world_size"].as_u64().unwrap() as usize;
+        let seed = case["seed"].as_u64().unwrap();
+        let epoch = case["epoch"].as_u64().unwrap();
+        let shuffle = case["shuffle"].as_bool().unwrap();
+        let batch_size = case["batch_size"].as_u64().unwrap() as usize;
+        let drop_last = case["drop_last"].as_bool().unwrap();
+        for (rank, expected) in case["ranks"].as_array().unwrap().iter().enumerate() {
+            let sampler = llm_core::text::loader::BatchSampler::new(n, batch_size)
+                .shuffle(shuffle)
+                .drop_last(drop_last)
+                .distributed(rank, world, seed);
+            let shard = sampler.shard.unwrap();
+            assert_eq!(
+                shard.indices(n, shuffle, epoch),
+                usizes(&expected["indices"]),
+                "{case}"
+            );
+            let batches: Vec<Vec<usize>> = expected["batches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(usizes)
+                .collect();
+            assert_eq!(sampler.num_batches(), batches.len(), "{case}");
+            assert_eq!(sampler.epoch_at(epoch), batches, "{case}, rank {rank}");
+        }
+    }
+}

@@ -54,6 +54,45 @@ pub struct BatchSampler {
     pub shuffle: bool,
     /// Drop the last batch when it is smaller than `batch_size`.
     pub drop_last: bool,
+    /// Only this rank's share of each epoch, as PyTorch's
+    /// `DistributedSampler` ([`BatchSampler::distributed`]).
+    pub shard: Option<Shard>,
+}
+
+/// A rank's share of the data (PyTorch's `DistributedSampler(dataset,
+/// num_replicas, rank, shuffle, seed, drop_last=False)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub rank: usize,
+    pub world_size: usize,
+    /// The shuffle of epoch `e` is `randperm(len)` of a generator seeded
+    /// with `seed + e` (the same on every rank).
+    pub seed: u64,
+}
+
+impl Shard {
+    /// The indices of `epoch` for this rank, as `DistributedSampler`'s
+    /// `__iter__` after `set_epoch(epoch)`: the (shuffled) indices, padded
+    /// by repeating them from the start to a multiple of the world size,
+    /// then every `world_size`-th from `rank`.
+    pub fn indices(&self, len: usize, shuffle: bool, epoch: u64) -> Vec<usize> {
+        let mut indices: Vec<usize> = if shuffle {
+            randperm(len, self.seed.wrapping_add(epoch))
+        } else {
+            (0..len).collect()
+        };
+        let total = len.div_ceil(self.world_size) * self.world_size;
+        let original = indices.clone();
+        while indices.len() < total && !original.is_empty() {
+            let need = total - indices.len();
+            indices.extend_from_slice(&original[..need.min(original.len())]);
+        }
+        indices
+            .into_iter()
+            .skip(self.rank)
+            .step_by(self.world_size)
+            .collect()
+    }
 }
 
 /// A loader setting out of range.
@@ -83,6 +122,7 @@ impl BatchSampler {
             batch_size,
             shuffle: false,
             drop_last: false,
+            shard: None,
         })
     }
 
@@ -100,22 +140,48 @@ impl BatchSampler {
 
     /// Number of batches per epoch (`len(loader)` in PyTorch).
     pub fn num_batches(&self) -> usize {
+        let len = match self.shard {
+            Some(s) => self.len.div_ceil(s.world_size),
+            None => self.len,
+        };
         if self.drop_last {
-            self.len / self.batch_size
+            len / self.batch_size
         } else {
-            self.len.div_ceil(self.batch_size)
+            len.div_ceil(self.batch_size)
         }
+    }
+
+    /// Only `rank`'s share of every epoch, shuffled (with `shuffle`) by
+    /// `seed` + the epoch as PyTorch's `DistributedSampler`: the loader of
+    /// one rank in data-parallel training ([`crate::distributed`]).
+    pub fn distributed(mut self, rank: usize, world_size: usize, seed: u64) -> Self {
+        self.shard = Some(Shard {
+            rank,
+            world_size: world_size.max(1),
+            seed,
+        });
+        self
     }
 
     /// Start an epoch: make the global-generator draws PyTorch makes when a
     /// `for batch in loader` loop starts, and return every batch's indices.
     pub fn epoch(&self) -> Vec<Vec<usize>> {
+        self.epoch_at(0)
+    }
+
+    /// [`BatchSampler::epoch`] for epoch `epoch` of a distributed sampler
+    /// (`sampler.set_epoch(epoch)` in PyTorch; other samplers ignore it).
+    /// The `DataLoader` still draws its base seed from the global generator;
+    /// the shard's shuffle draws nothing from it.
+    pub fn epoch_at(&self, epoch: u64) -> Vec<Vec<usize>> {
         let _base_seed = draw_seed();
-        let order: Vec<usize> = if self.shuffle {
-            let seed = draw_seed();
-            randperm(self.len, seed as u64)
-        } else {
-            (0..self.len).collect()
+        let order: Vec<usize> = match self.shard {
+            Some(shard) => shard.indices(self.len, self.shuffle, epoch),
+            None if self.shuffle => {
+                let seed = draw_seed();
+                randperm(self.len, seed as u64)
+            }
+            None => (0..self.len).collect(),
         };
         let mut batches: Vec<Vec<usize>> = order
             .chunks(self.batch_size)
@@ -146,6 +212,10 @@ pub trait DataLoader {
     fn batch_iter(&self) -> Box<dyn Iterator<Item = (Tensor, Tensor)> + '_> {
         Box::new(self.batches().into_iter())
     }
+    /// The epoch a distributed sampler shuffles for (PyTorch's
+    /// `sampler.set_epoch(epoch)`, which the training loop calls at each
+    /// epoch's start); nothing for other loaders.
+    fn set_epoch(&self, _epoch: usize) {}
 }
 
 impl DataLoader for TensorLoader {
@@ -156,7 +226,16 @@ impl DataLoader for TensorLoader {
         self.epoch()
     }
     fn batch_iter(&self) -> Box<dyn Iterator<Item = (Tensor, Tensor)> + '_> {
-        Box::new(self.sampler.epoch().into_iter().map(|idx| self.select(idx)))
+        let epoch = self.epoch.get();
+        Box::new(
+            self.sampler
+                .epoch_at(epoch)
+                .into_iter()
+                .map(|idx| self.select(idx)),
+        )
+    }
+    fn set_epoch(&self, epoch: usize) {
+        self.epoch.set(epoch as u64);
     }
 }
 
@@ -168,6 +247,8 @@ pub struct TensorLoader {
     pub inputs: Tensor,
     pub targets: Tensor,
     pub sampler: BatchSampler,
+    /// The epoch of a distributed sampler ([`DataLoader::set_epoch`]).
+    pub epoch: std::cell::Cell<u64>,
 }
 
 impl TensorLoader {
@@ -202,7 +283,14 @@ impl TensorLoader {
             inputs,
             targets,
             sampler: BatchSampler::try_new(n as usize, batch_size)?,
+            epoch: std::cell::Cell::new(0),
         })
+    }
+
+    /// Only `rank`'s share of each epoch ([`BatchSampler::distributed`]).
+    pub fn distributed(mut self, rank: usize, world_size: usize, seed: u64) -> Self {
+        self.sampler = self.sampler.distributed(rank, world_size, seed);
+        self
     }
 
     /// Set `shuffle`.
@@ -230,7 +318,7 @@ impl TensorLoader {
     /// One epoch's `(inputs, targets)` batches.
     pub fn epoch(&self) -> Vec<(Tensor, Tensor)> {
         self.sampler
-            .epoch()
+            .epoch_at(self.epoch.get())
             .into_iter()
             .map(|idx| self.select(idx))
             .collect()

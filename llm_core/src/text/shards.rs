@@ -222,6 +222,8 @@ pub struct ShardLoader {
     starts: Vec<usize>,
     max_length: usize,
     pub sampler: BatchSampler,
+    /// The epoch of a distributed sampler ([`DataLoader::set_epoch`]).
+    epoch: std::cell::Cell<u64>,
 }
 
 impl ShardLoader {
@@ -272,6 +274,7 @@ impl ShardLoader {
             starts,
             max_length,
             sampler,
+            epoch: std::cell::Cell::new(0),
         })
     }
 
@@ -284,6 +287,12 @@ impl ShardLoader {
     /// Drop a last batch smaller than `batch_size`.
     pub fn drop_last(mut self, drop_last: bool) -> Self {
         self.sampler = self.sampler.drop_last(drop_last);
+        self
+    }
+
+    /// Only `rank`'s share of each epoch ([`BatchSampler::distributed`]).
+    pub fn distributed(mut self, rank: usize, world_size: usize, seed: u64) -> Self {
+        self.sampler = self.sampler.distributed(rank, world_size, seed);
         self
     }
 
@@ -319,7 +328,11 @@ impl DataLoader for ShardLoader {
         self.batch_iter().collect()
     }
     fn batch_iter(&self) -> Box<dyn Iterator<Item = (Tensor, Tensor)> + '_> {
-        Box::new(self.sampler.epoch().into_iter().map(|idx| self.batch(&idx)))
+        let epoch = self.sampler.epoch_at(self.epoch.get());
+        Box::new(epoch.into_iter().map(|idx| self.batch(&idx)))
+    }
+    fn set_epoch(&self, epoch: usize) {
+        self.epoch.set(epoch as u64);
     }
 }
 

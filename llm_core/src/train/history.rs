@@ -19,6 +19,10 @@ pub struct TrainHistory {
     pub eval_steps: Vec<i64>,
     /// The learning rate of each step.
     pub track_lrs: Vec<f64>,
+    /// The training loss of each step (its batch; with data parallelism,
+    /// the mean over the ranks).
+    #[serde(default)]
+    pub step_losses: Vec<f64>,
     /// The greedy sample generated after each epoch.
     pub samples: Vec<String>,
     /// `(global step, sample)` every [`crate::train::pretrain::TrainOptions::sample_every`] steps.
@@ -87,6 +91,7 @@ impl Default for TrainHistory {
             track_tokens_seen: Vec::new(),
             eval_steps: Vec::new(),
             track_lrs: Vec::new(),
+            step_losses: Vec::new(),
             samples: Vec::new(),
             step_samples: Vec::new(),
             epochs_completed: 0,

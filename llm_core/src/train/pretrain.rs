@@ -101,6 +101,9 @@ pub enum TrainError {
     Tokenizer(#[from] TokenizerError),
     #[error(transparent)]
     Checkpoint(#[from] FileError),
+    /// A collective of data-parallel training failed (a rank died or hung).
+    #[error(transparent)]
+    Distributed(#[from] crate::distributed::DistError),
 }
 
 /// Called after every evaluation with the history so far (its last
@@ -158,6 +161,13 @@ pub struct TrainOptions<'a> {
     pub stop_at_step: usize,
     /// Called after every evaluation ([`EvalHook`]).
     pub on_eval: Option<EvalHook<'a>>,
+    /// Data-parallel training ([`crate::distributed`]): rank 0's weights
+    /// are broadcast at the start, the gradients are averaged across the
+    /// ranks after each backward pass, the loss shown is the mean over the
+    /// ranks, and only rank 0 evaluates, prints, samples and saves. The
+    /// training loader should be sharded
+    /// ([`crate::text::loader::BatchSampler::distributed`]).
+    pub distributed: Option<&'a crate::distributed::ProcessGroup>,
     /// No progress line and no printed evaluations or samples.
     pub quiet: bool,
 }
@@ -179,6 +189,10 @@ impl std::fmt::Debug for TrainOptions<'_> {
             .field("stop", &self.stop)
             .field("stop_at_step", &self.stop_at_step)
             .field("on_eval", &self.on_eval.is_some())
+            .field(
+                "distributed",
+                &self.distributed.map(|pg| (pg.rank(), pg.world_size())),
+            )
             .field("quiet", &self.quiet)
             .finish()
     }
@@ -201,6 +215,7 @@ impl Default for TrainOptions<'_> {
             stop: None,
             stop_at_step: 0,
             on_eval: None,
+            distributed: None,
             quiet: false,
         }
     }
@@ -393,6 +408,68 @@ pub fn train_step_accumulated(
     Ok(total / n.max(1) as f64)
 }
 
+/// [`train_step_accumulated`] on one rank of a data-parallel group: the
+/// gradients are averaged across the ranks before clipping and the step,
+/// and so are the loss and the ranks' stop requests. A non-finite loss on
+/// any rank stops every rank at the same step. Returns the mean loss and
+/// whether any rank asked to stop.
+fn distributed_step(
+    model: &GptModel,
+    optimizer: &mut AdamW,
+    batches: &[(&Tensor, &Tensor)],
+    device: Device,
+    max_norm: Option<f64>,
+    pg: &crate::distributed::ProcessGroup,
+    stop: bool,
+) -> Result<(f64, bool), StepFailure> {
+    optimizer.zero_grad();
+    let n = batches.len();
+    let mut total = 0.0;
+    for (input_batch, target_batch) in batches {
+        let loss = calc_loss_batch(input_batch, target_batch, model, device, true);
+        total += loss.double_value(&[]);
+        if n == 1 {
+            loss.backward();
+        } else {
+            (loss / n as f64).backward();
+        }
+    }
+    let grads: Vec<Tensor> = optimizer
+        .params()
+        .iter()
+        .map(|(_, p)| p.grad())
+        .filter(Tensor::defined)
+        .collect();
+    pg.all_reduce_mean(&grads)?;
+    let sums = pg.sum_scalars(&[total / n.max(1) as f64, f64::from(u8::from(stop))])?;
+    let loss = sums[0] / pg.world_size() as f64;
+    if !loss.is_finite() {
+        return Err(StepFailure::NonFinite(loss));
+    }
+    if let Some(max_norm) = max_norm {
+        let params: Vec<Tensor> = optimizer
+            .params()
+            .iter()
+            .map(|(_, t)| t.shallow_clone())
+            .collect();
+        clip_grad_norm(&params.iter().collect::<Vec<_>>(), max_norm);
+    }
+    optimizer.step();
+    Ok((loss, sums[1] > 0.0))
+}
+
+/// Why a distributed step failed.
+enum StepFailure {
+    NonFinite(f64),
+    Dist(crate::distributed::DistError),
+}
+
+impl From<crate::distributed::DistError> for StepFailure {
+    fn from(e: crate::distributed::DistError) -> Self {
+        StepFailure::Dist(e)
+    }
+}
+
 /// The book's `train_model_simple` (§5.2): AdamW at a fixed learning rate.
 /// Returns the [`TrainHistory`] (losses, tokens seen, samples) for the plots.
 pub fn train_model_simple<T, V, K>(
@@ -542,9 +619,16 @@ where
     let first_epoch = history.epochs_completed;
     let total = (opts.num_epochs - first_epoch) * steps_per_epoch
         - history.batches_done.div_ceil(accum).min(steps_per_epoch);
+    let pg = opts.distributed;
+    let main = pg.is_none_or(|pg| pg.is_main());
     let mut bar = Progress::new("training", total);
-    if opts.quiet {
+    if opts.quiet || !main {
         bar = bar.quiet();
+    }
+    if let Some(pg) = pg {
+        // every replica starts from rank 0's weights (DDP's constructor)
+        let params: Vec<Tensor> = optimizer.params().iter().map(|(_, p)| p.detach()).collect();
+        pg.broadcast(&params, 0)?;
     }
     let started = std::time::Instant::now();
     let seconds_before = history.train_seconds;
@@ -560,6 +644,7 @@ where
         // beyond the book: a run resumed within an epoch draws that epoch's
         // batch order again from the generator state the epoch began with,
         // then goes on from the state it stopped with
+        train_loader.set_epoch(epoch);
         let skip = std::mem::take(&mut history.batches_done);
         let mut batches = match (skip, history.epoch_rng.take()) {
             (0, _) => {
@@ -604,21 +689,49 @@ where
                 .and_then(|s| s.max_norm);
             let group: Vec<(&Tensor, &Tensor)> = group.iter().map(|(x, y)| (x, y)).collect();
             let tokens: i64 = group.iter().map(|(x, _)| x.numel() as i64).sum();
-            let loss = train_step_accumulated(model, optimizer, &group, opts.device, max_norm)
-                .map_err(|loss| {
-                    bar.finish();
-                    TrainError::NonFinite {
-                        loss,
-                        epoch: epoch + 1,
-                        step,
-                        global_step,
-                        lr: optimizer.lr,
+            let asked = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst));
+            let non_finite = |loss: f64, lr: f64| TrainError::NonFinite {
+                loss,
+                epoch: epoch + 1,
+                step,
+                global_step,
+                lr,
+            };
+            let (loss, stop_asked) = match pg {
+                None => {
+                    let loss =
+                        train_step_accumulated(model, optimizer, &group, opts.device, max_norm)
+                            .map_err(|loss| {
+                                bar.finish();
+                                non_finite(loss, optimizer.lr)
+                            })?;
+                    (loss, asked)
+                }
+                Some(pg) => match distributed_step(
+                    model,
+                    optimizer,
+                    &group,
+                    opts.device,
+                    max_norm,
+                    pg,
+                    asked,
+                ) {
+                    Ok(r) => r,
+                    Err(StepFailure::NonFinite(loss)) => {
+                        bar.finish();
+                        return Err(non_finite(loss, optimizer.lr));
                     }
-                })?;
+                    Err(StepFailure::Dist(e)) => {
+                        bar.finish();
+                        return Err(e.into());
+                    }
+                },
+            };
             history.tokens_seen += tokens;
             history.batches_done += group.len();
+            history.step_losses.push(loss);
 
-            if global_step % opts.eval_freq as i64 == 0 {
+            if main && global_step % opts.eval_freq as i64 == 0 {
                 let (train_loss, val_loss) =
                     evaluate_model(model, train_loader, val_loader, opts.device, opts.eval_iter);
                 history.train_losses.push(train_loss);
@@ -642,7 +755,7 @@ where
             if schedule.is_some() {
                 bar.set("lr", optimizer.lr);
             }
-            if opts.sample_every > 0 && (global_step + 1) % opts.sample_every as i64 == 0 {
+            if main && opts.sample_every > 0 && (global_step + 1) % opts.sample_every as i64 == 0 {
                 let sample = generate_sample(
                     model,
                     tokenizer,
@@ -657,13 +770,15 @@ where
             step += 1;
 
             // beyond the book: checkpoints within an epoch, and stopping
-            let stop = opts.stop.is_some_and(|s| s.load(Ordering::SeqCst))
+            // one process reads the flag now; ranks agreed on it in the step
+            let stop = stop_asked
+                || (pg.is_none() && opts.stop.is_some_and(|s| s.load(Ordering::SeqCst)))
                 || (opts.stop_at_step > 0 && global_step + 1 >= opts.stop_at_step as i64);
             let due =
                 opts.checkpoint_every > 0 && (global_step + 1) % opts.checkpoint_every as i64 == 0;
             if stop || due {
                 history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
-                if let Some(c) = &opts.checkpoint {
+                if let Some(c) = opts.checkpoint.as_ref().filter(|_| main) {
                     checkpoint::save_training_checkpoint(
                         &c.dir, c.vs, &model.cfg, optimizer, &history,
                     )?;
@@ -685,22 +800,24 @@ where
                 });
             }
         }
-        let sample = generate_sample(
-            model,
-            tokenizer,
-            opts.device,
-            opts.start_context,
-            opts.sample_tokens,
-        )?;
-        bar.println(&sample);
-        history.samples.push(sample);
+        if main {
+            let sample = generate_sample(
+                model,
+                tokenizer,
+                opts.device,
+                opts.start_context,
+                opts.sample_tokens,
+            )?;
+            bar.println(&sample);
+            history.samples.push(sample);
+        }
 
         // beyond the book: a checkpoint after every epoch
         history.epochs_completed = epoch + 1;
         history.batches_done = 0;
         history.epoch_rng = None;
         history.train_seconds = seconds_before + started.elapsed().as_secs_f64();
-        if let Some(c) = &opts.checkpoint {
+        if let Some(c) = opts.checkpoint.as_ref().filter(|_| main) {
             checkpoint::save_training_checkpoint(&c.dir, c.vs, &model.cfg, optimizer, &history)?;
         }
     }
