@@ -9,7 +9,7 @@ LAB_ARGS ?=
 # which notebooks `make notebooks` runs (default: all)
 NB ?=
 
-.PHONY: help lab setup test notebooks smoke bench gpu-check llm clean-kernels
+.PHONY: help lab setup test notebooks smoke bench gpu-check llm ddp-demo clean-kernels
 help:
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -37,6 +37,9 @@ gpu-check: setup ## what libtorch sees (CUDA?), a few training steps and a gener
 
 llm: setup ## build the command-line tool target/release/llm (pretrain, finetune, dpo, generate, chat, eval, ...)
 	@$(ENV) cargo build --release --quiet -p llm_cli && echo "target/release/llm: run it with --help"
+
+ddp-demo: setup ## data-parallel training here: 1 process vs 2 ranks (Gloo, 127.0.0.1), losses side by side, step and all-reduce times
+	@bash scripts/ddp_demo.sh
 
 clean-kernels: ## remove the kernels' persistent build dirs (the next first cell is cold again)
 	@$(ENV) rm -rf "$$LLM_RS_CACHE/evcxr-slots"

@@ -35,12 +35,17 @@
 #      batch 2), one process per rung (examples/bench_speed.rs), next to the
 #      book's 00_orig.py and 01_opt_single_gpu.py models at the same shape
 #      (scripts/reference/gpt_torch.py bench-speed). SECTIONS="7" runs only it.
+#   8. data parallelism (issue 21): the same run on 1 process and on 2 ranks
+#      (Gloo over 127.0.0.1, the same global batch), step time and gradient
+#      all-reduce time per step (scripts/ddp_demo.sh, also `make ddp-demo`).
+#      On 2 cores this is the overhead of data parallelism, not its scaling.
+#   The CLI's tokenizer throughput on every core is in section 1.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 cd "$LLM_RS_ROOT"
 out="target/bench"
 mkdir -p "$out"
-SECTIONS="${SECTIONS:-1 2 3 4 5 6 7}"
+SECTIONS="${SECTIONS:-1 2 3 4 5 6 7 8}"
 on() { [[ " $SECTIONS " == *" $1 "* ]]; }
 echo "threads: libtorch uses ${OMP_NUM_THREADS:-all $(nproc)} core(s); machine: $(nproc) cores"
 
@@ -179,4 +184,9 @@ step_done
         row "llm_core $i: $name" "$(num "speed_${i}_tok_s")" "$(num "speed_${i}_loss")" "$(num "speed_${i}_peak_rss_mb")"
     done
 } | tee "$out/speed_table.md"
+fi
+if on 8; then
+step "data parallelism: 1 process vs 2 ranks over Gloo (scripts/ddp_demo.sh)"
+bash scripts/ddp_demo.sh | tee "$out/ddp.txt"
+step_done
 fi

@@ -443,7 +443,7 @@ fn train(args: &PretrainArgs, p: &Plan, pg: Option<&ProcessGroup>) -> Result<Exi
             let (seconds, n) = pg.all_reduce_seconds();
             let steps = (history.global_step + 1) as f64;
             println!(
-                "{:.0} tokens/s over {} ranks; {:.1} ms per step, of which {:.1} ms gradient all-reduce ({n} all-reduces)",
+                "{:.0} tokens/s over {} rank(s); {:.1} ms per step (evaluations included), of which {:.1} ms gradient all-reduce ({n} all-reduces)",
                 history.tokens_per_second() * pg.world_size() as f64,
                 pg.world_size(),
                 1000.0 * history.train_seconds / steps.max(1.0),
