@@ -272,3 +272,61 @@ fn torchrun_and_llm_launch_start_two_ranks() {
         "the same run, launched either way"
     );
 }
+
+/// Ranks stopped at a step (each rank agrees on it; rank 0 saves) and
+/// resumed on the same number of ranks train on as if never stopped.
+#[test]
+fn two_ranks_stopped_and_resumed_continue_exactly() {
+    let tmp = setup();
+    let dir = tmp.path();
+    let both = |args: &[&str]| {
+        let port = free_port();
+        let second = rank(dir, 1, 2, port, args).spawn().unwrap();
+        let first = ok(rank(dir, 0, 2, port, args).output().unwrap());
+        ok(second.wait_with_output().unwrap());
+        first
+    };
+    both(&["--out", "whole", "--batch-size", "2"]);
+    let out = both(&[
+        "--out",
+        "parts",
+        "--batch-size",
+        "2",
+        "--stop-at-step",
+        "13",
+        "--checkpoint-every",
+        "5",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stopped after step 13"));
+    // `--resume` reads the run's settings; the data path is relative to the run's directory
+    let port = free_port();
+    let resume = |r: usize| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_llm"));
+        c.current_dir(dir)
+            .env("LLM_OFFLINE", "1")
+            .env("RANK", r.to_string())
+            .env("WORLD_SIZE", "2")
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", port.to_string())
+            .args(["pretrain", "--resume", "parts"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let second = resume(1).spawn().unwrap();
+    ok(resume(0).output().unwrap());
+    ok(second.wait_with_output().unwrap());
+    let losses = |run: &str| -> Vec<f64> {
+        metrics(&dir.join(run))
+            .iter()
+            .map(|m| m["loss"].as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(losses("parts"), losses("whole"));
+    for ((name, a), (_, b)) in weights(&dir.join("parts"))
+        .iter()
+        .zip(&weights(&dir.join("whole")))
+    {
+        assert!(a.equal(b), "{name} differs after the resume");
+    }
+}
