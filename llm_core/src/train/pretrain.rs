@@ -380,13 +380,29 @@ pub fn train_step_accumulated(
     device: Device,
     max_norm: Option<f64>,
 ) -> Result<f64, f64> {
+    let loss = backward_accumulated(model, optimizer, batches, device, true)?;
+    clip_and_step(optimizer, max_norm);
+    Ok(loss)
+}
+
+/// Zero the gradients, then forward and backward each batch (its loss
+/// divided by their number, unless there is one: the book's step exactly);
+/// returns the mean loss. With `stop_at_non_finite`, a NaN or infinite
+/// loss returns it as the error before its backward pass.
+fn backward_accumulated(
+    model: &GptModel,
+    optimizer: &mut AdamW,
+    batches: &[(&Tensor, &Tensor)],
+    device: Device,
+    stop_at_non_finite: bool,
+) -> Result<f64, f64> {
     optimizer.zero_grad();
     let n = batches.len();
     let mut total = 0.0;
     for (input_batch, target_batch) in batches {
         let loss = calc_loss_batch(input_batch, target_batch, model, device, true);
         let loss_value = loss.double_value(&[]);
-        if !loss_value.is_finite() {
+        if stop_at_non_finite && !loss_value.is_finite() {
             return Err(loss_value);
         }
         if n == 1 {
@@ -396,6 +412,11 @@ pub fn train_step_accumulated(
         }
         total += loss_value;
     }
+    Ok(total / n.max(1) as f64)
+}
+
+/// Clip the gradients (appendix D, when `max_norm` is given), then step.
+fn clip_and_step(optimizer: &mut AdamW, max_norm: Option<f64>) {
     if let Some(max_norm) = max_norm {
         let params: Vec<Tensor> = optimizer
             .params()
@@ -405,14 +426,14 @@ pub fn train_step_accumulated(
         clip_grad_norm(&params.iter().collect::<Vec<_>>(), max_norm);
     }
     optimizer.step();
-    Ok(total / n.max(1) as f64)
 }
 
 /// [`train_step_accumulated`] on one rank of a data-parallel group: the
 /// gradients are averaged across the ranks before clipping and the step,
 /// and so are the loss and the ranks' stop requests. A non-finite loss on
-/// any rank stops every rank at the same step. Returns the mean loss and
-/// whether any rank asked to stop.
+/// any rank stops every rank at the same step (every rank takes part in
+/// the all-reduce first, so none is left waiting). Returns the mean loss
+/// and whether any rank asked to stop.
 fn distributed_step(
     model: &GptModel,
     optimizer: &mut AdamW,
@@ -422,18 +443,8 @@ fn distributed_step(
     pg: &crate::distributed::ProcessGroup,
     stop: bool,
 ) -> Result<(f64, bool), StepFailure> {
-    optimizer.zero_grad();
-    let n = batches.len();
-    let mut total = 0.0;
-    for (input_batch, target_batch) in batches {
-        let loss = calc_loss_batch(input_batch, target_batch, model, device, true);
-        total += loss.double_value(&[]);
-        if n == 1 {
-            loss.backward();
-        } else {
-            (loss / n as f64).backward();
-        }
-    }
+    let local =
+        backward_accumulated(model, optimizer, batches, device, false).unwrap_or_else(|loss| loss);
     let grads: Vec<Tensor> = optimizer
         .params()
         .iter()
@@ -441,20 +452,12 @@ fn distributed_step(
         .filter(Tensor::defined)
         .collect();
     pg.all_reduce_mean(&grads)?;
-    let sums = pg.sum_scalars(&[total / n.max(1) as f64, f64::from(u8::from(stop))])?;
+    let sums = pg.sum_scalars(&[local, f64::from(u8::from(stop))])?;
     let loss = sums[0] / pg.world_size() as f64;
     if !loss.is_finite() {
         return Err(StepFailure::NonFinite(loss));
     }
-    if let Some(max_norm) = max_norm {
-        let params: Vec<Tensor> = optimizer
-            .params()
-            .iter()
-            .map(|(_, t)| t.shallow_clone())
-            .collect();
-        clip_grad_norm(&params.iter().collect::<Vec<_>>(), max_norm);
-    }
-    optimizer.step();
+    clip_and_step(optimizer, max_norm);
     Ok((loss, sums[1] > 0.0))
 }
 
