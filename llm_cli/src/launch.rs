@@ -62,14 +62,19 @@ pub fn run(args: LaunchArgs) -> Result<ExitCode> {
         children.push((rank, child));
     }
     let mut failed: Option<(usize, i32)> = None;
+    let mut interrupted = false;
     while !children.is_empty() {
         let mut i = 0;
         while i < children.len() {
             match children[i].1.try_wait()? {
                 Some(status) => {
                     let (rank, _) = children.remove(i);
-                    if !status.success() && failed.is_none() {
-                        let code = status.code().unwrap_or(1);
+                    let code = status.code().unwrap_or(1);
+                    // stopped by Ctrl-C with the others: rank 0 may still be
+                    // saving the checkpoint, so nobody is stopped
+                    if code == i32::from(crate::run::INTERRUPTED) {
+                        interrupted = true;
+                    } else if !status.success() && failed.is_none() {
                         eprintln!("llm launch: rank {rank} exited with status {code}; stopping the others");
                         failed = Some((rank, code));
                         for (_, other) in &mut children {
@@ -84,6 +89,7 @@ pub fn run(args: LaunchArgs) -> Result<ExitCode> {
     }
     Ok(match failed {
         Some((_, code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None if interrupted => ExitCode::from(crate::run::INTERRUPTED),
         None => ExitCode::SUCCESS,
     })
 }

@@ -116,9 +116,11 @@ fn plan(args: &PretrainArgs) -> Result<(Plan, llm_core::Settings)> {
     if let Some(dir) = &args.resume {
         files.push(RunDir::new(dir).resume_config("pretrain")?);
     }
+    // absolute, so that `--resume` finds the data from any directory
     let data = (!args.data.is_empty()).then(|| {
         args.data
             .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(",")
