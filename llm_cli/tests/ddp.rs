@@ -330,3 +330,73 @@ fn two_ranks_stopped_and_resumed_continue_exactly() {
         assert!(a.equal(b), "{name} differs after the resume");
     }
 }
+
+/// Ctrl-C in the terminal reaches every rank of `llm launch` (one process
+/// group): they stop after the same step, rank 0 saves that step, and the
+/// launcher waits for it and exits 130.
+#[test]
+fn ctrl_c_stops_every_launched_rank_at_one_step() {
+    let tmp = setup();
+    let dir = tmp.path();
+    // setsid: a process group of its own, as a terminal's foreground job
+    let mut launcher = Command::new("setsid")
+        .current_dir(dir)
+        .env("LLM_OFFLINE", "1")
+        .arg(env!("CARGO_BIN_EXE_llm"))
+        .args([
+            "launch",
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            &free_port().to_string(),
+            "--",
+        ])
+        .args([
+            "pretrain",
+            "--config",
+            "tiny.toml",
+            "small.txt",
+            "--out",
+            "run",
+            "--num-epochs",
+            "1000",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(dir.join("run/metrics.jsonl")).map_or(0, |t| t.lines().count())
+        < 3
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let group = format!("-{}", launcher.id());
+    assert!(Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap()
+        .success());
+    let status = launcher.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut launcher.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(status.code(), Some(130), "{stdout}");
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("stopped after step "))
+        .expect("the stop line");
+    let step: i64 = line["stopped after step ".len()..]
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let info =
+        llm_core::train::checkpoint::read_checkpoint_info(dir.join("run/checkpoint")).unwrap();
+    assert_eq!(
+        info.history.global_step + 1,
+        step,
+        "the checkpoint is of the step the ranks stopped at"
+    );
+}
