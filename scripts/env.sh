@@ -11,7 +11,10 @@ export LLM_RS_VENV="${LLM_RS_VENV:-$LLM_RS_ROOT/.venv}"
 # cpu: torch wheel without its 2.7 GB of CUDA wheels; cuda: the full wheel.
 export LLM_TORCH="${LLM_TORCH:-cpu}"
 export EVCXR_VERSION="0.22.0"
-export EVCXR_JUPYTER="${EVCXR_JUPYTER:-$LLM_RS_CACHE/evcxr-$EVCXR_VERSION/bin/evcxr_jupyter}"
+# evcxr with scripts/evcxr/*.patch (panics and `?` errors end a cell in an
+# error); a new name whenever the patch changes, so an old build is not reused
+export EVCXR_BUILD="$EVCXR_VERSION-cell-errors-1"
+export EVCXR_JUPYTER="${EVCXR_JUPYTER:-$LLM_RS_CACHE/evcxr-$EVCXR_BUILD/bin/evcxr_jupyter}"
 export KERNEL_NAME="llm-rust"
 
 # libtorch lives inside the torch wheel: site-packages/torch/{include,lib}.

@@ -61,10 +61,10 @@ source scripts/env.sh   # picks up LIBTORCH now that the wheel is there
 [ -n "${LIBTORCH:-}" ] || die "no torch/lib in $LLM_RS_VENV; remove $LLM_RS_VENV and run again"
 
 # --- 2. the evcxr Jupyter kernel (a ~7 min build, cached outside the repo) ---
+# evcxr_jupyter with our patch (scripts/evcxr/build.sh: errors end a cell)
 if [ ! -x "$EVCXR_JUPYTER" ]; then
-    step "cargo install evcxr_jupyter $EVCXR_VERSION into $LLM_RS_CACHE (first time only, ~7-10 min)"
-    cargo install --locked --quiet evcxr_jupyter --version "$EVCXR_VERSION" \
-        --root "$LLM_RS_CACHE/evcxr-$EVCXR_VERSION"
+    step "build evcxr_jupyter $EVCXR_BUILD into $LLM_RS_CACHE (first time only, ~7-10 min)"
+    bash scripts/evcxr/build.sh "$LLM_RS_CACHE/evcxr-$EVCXR_BUILD"
     step_done
 fi
 
