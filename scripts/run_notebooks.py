@@ -30,7 +30,7 @@ RUN_AS = {"appendix_e": "ch06z"}
 
 def book_order(path):
     """Sort key: the file name, with an appendix placed after the chapter it builds on."""
-    name = path.name
+    name = path.name.replace("_solutions.ipynb", ".ipynb~")  # a chapter's solutions right after it
     for prefix, place in RUN_AS.items():
         if name.startswith(prefix):
             return place + name
@@ -39,10 +39,16 @@ def book_order(path):
 
 def problems(nb):
     """Every error output and every stderr output (a panic, or an error a cell
-    returned with `?`), as (cell number, first line)."""
+    returned with `?`), as (cell number, first line). A cell tagged
+    `raises-exception` (an exercise's answer and check cells, unanswered in the
+    chapter notebooks) is the other way round: it must fail."""
     found = []
     for i, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
+            continue
+        if "raises-exception" in cell.get("metadata", {}).get("tags", []):
+            if not any(out.output_type == "error" for out in cell.get("outputs", [])):
+                found.append((i, "an unanswered exercise cell passed (its check checks nothing?)"))
             continue
         for out in cell.get("outputs", []):
             if out.output_type == "error":
@@ -64,7 +70,7 @@ def execute(path, out_path, timeout):
         timeout=timeout,
         startup_timeout=120,
         allow_errors=True,  # run to the end; we collect every failure below
-        resources={"metadata": {"path": str(NOTEBOOKS)}},  # cwd: so `:dep ... path = "../llm_core"` resolves
+        resources={"metadata": {"path": str(path.parent)}},  # cwd: so `:dep ... path = "../llm_core"` resolves
     )
     start = time.time()
     err = None
@@ -82,8 +88,10 @@ def execute(path, out_path, timeout):
 
 
 def prewarm():
+    """Build the kernels' template slot (see scripts/llm-kernel): every new slot starts as its copy."""
+    os.environ["LLM_KERNEL_SLOT"] = "template"
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_code_cell(':dep llm_core = { path = "../llm_core" }'),
+    nb.cells = [nbformat.v4.new_code_cell(f':dep llm_core = {{ path = "{ROOT / "llm_core"}" }}'),
                 nbformat.v4.new_code_cell('println!("{}", llm_core::tch::Tensor::from(1.0f32));')]
     scratch = ROOT / "target" / "notebooks-smoke"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -92,7 +100,7 @@ def prewarm():
     seconds, found = execute(src, src, timeout=1800)
     for cell, text in found:
         print(f"  prewarm cell {cell}: {text}", file=sys.stderr)
-    print(f"    kernel build slot warmed in {seconds:.0f}s")
+    print(f"    kernel build template warmed in {seconds:.0f}s")
     return 1 if found else 0
 
 
@@ -113,7 +121,8 @@ def main():
     else:
         os.environ.pop("LLM_SMOKE", None)
     timeout = args.timeout or (900 if args.smoke else 7200)
-    paths = [pathlib.Path(p).resolve() for p in args.notebooks] or sorted(NOTEBOOKS.glob("*.ipynb"), key=book_order)
+    paths = [pathlib.Path(p).resolve() for p in args.notebooks] or sorted(
+        list(NOTEBOOKS.glob("*.ipynb")) + list((NOTEBOOKS / "solutions").glob("*.ipynb")), key=book_order)
     scratch = ROOT / "target" / "notebooks-smoke"
 
     rows = []

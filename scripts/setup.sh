@@ -99,11 +99,15 @@ if old != new:
     print("==> kernelspec $KERNEL_NAME written to", sys.argv[1])
 PY
 
-# --- 4. pre-warm one kernel build slot (the first :dep compiles tch, ~2-3 min) ---
-if [ "${LLM_RS_PREWARM:-1}" = 1 ] && [ ! -e "$LLM_RS_CACHE/evcxr-slots/.prewarmed" ]; then
-    step "pre-warming kernel build slot 0 (compiles tch + llm_core for the notebooks, first time only)"
+# --- 4. the warm kernel build template (the first :dep compiles tch, ~2-3 min) ---
+# Every kernel's build slot starts as a copy of it (scripts/llm-kernel). Rebuilt
+# when the toolchain, the kernel, the lock file or the checkout's place changes.
+template_key="$( (rustc -V; echo "$EVCXR_BUILD $LLM_RS_ROOT"; cat Cargo.lock) | sha256sum | cut -c1-16)"
+ready="$LLM_RS_CACHE/evcxr-slots/template/.ready"
+if [ "${LLM_RS_PREWARM:-1}" = 1 ] && [ "$(cat "$ready" 2>/dev/null)" != "$template_key" ]; then
+    step "warming the kernels' build template (compiles tch + llm_core for the notebooks, first time only)"
     "$LLM_RS_VENV/bin/python" scripts/run_notebooks.py --prewarm
-    touch "$LLM_RS_CACHE/evcxr-slots/.prewarmed"
+    echo "$template_key" > "$ready"
     step_done
 fi
 
