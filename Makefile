@@ -9,7 +9,7 @@ LAB_ARGS ?=
 # which notebooks `make notebooks` runs (default: all)
 NB ?=
 
-.PHONY: help lab setup test notebooks smoke bench gpu-check llm ddp-demo clean-kernels
+.PHONY: help lab setup test notebooks smoke bench gpu-check llm ddp-demo classroom clean-kernels
 help:
 	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
@@ -40,6 +40,9 @@ llm: setup ## build the command-line tool target/release/llm (pretrain, finetune
 
 ddp-demo: setup ## data-parallel training here: 1 process vs 2 ranks (Gloo, 127.0.0.1), losses side by side, step and all-reduce times
 	@bash scripts/ddp_demo.sh
+
+classroom: setup ## JupyterHub for a class on 127.0.0.1:8000: CLASSROOM_PASSWORD=... (lab session) or CLASSROOM_USERS=a,b (accounts, as root)
+	@bash scripts/classroom.sh
 
 clean-kernels: ## remove the kernels' persistent build dirs (the next first cell is cold again)
 	@$(ENV) rm -rf "$$LLM_RS_CACHE/evcxr-slots"

@@ -13,7 +13,7 @@ export LLM_TORCH="${LLM_TORCH:-cpu}"
 export EVCXR_VERSION="0.22.0"
 # evcxr with scripts/evcxr/*.patch (panics and `?` errors end a cell in an
 # error); a new name whenever the patch changes, so an old build is not reused
-export EVCXR_BUILD="$EVCXR_VERSION-cell-errors-1"
+export EVCXR_BUILD="$EVCXR_VERSION-cell-errors-2"
 export EVCXR_JUPYTER="${EVCXR_JUPYTER:-$LLM_RS_CACHE/evcxr-$EVCXR_BUILD/bin/evcxr_jupyter}"
 export KERNEL_NAME="llm-rust"
 

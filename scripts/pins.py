@@ -5,6 +5,7 @@
     python3 scripts/pins.py python     # the python version (e.g. 3.11)
     python3 scripts/pins.py get torch  # one pin's version
     python3 scripts/pins.py bench      # the benchmark-only pins (`# bench:` lines), with pip flags
+    python3 scripts/pins.py npm        # the Node packages (`# npm:` lines), as name@version
 
 environment.yml is the one list of Python pins: the set-up script installs exactly
 what this prints, so conda users and pip users get the same versions.
@@ -62,8 +63,24 @@ def read_bench(path=ENV_FILE):
     return pins
 
 
+def read_npm(path=ENV_FILE):
+    """The `# npm: name@version` lines: Node packages (the class server's proxy)."""
+    pins = []
+    for lineno, raw in enumerate(path.read_text().splitlines(), 1):
+        m = re.fullmatch(r"\s*#\s*npm:\s*(.*?)\s*", raw)
+        if not m:
+            continue
+        if not re.fullmatch(r"[a-z0-9@/._\-]+@[0-9][A-Za-z0-9.+\-]*", m.group(1)):
+            sys.exit(f"{path}:{lineno}: npm pins must read `# npm: name@version`, got {raw!r}")
+        pins.append(m.group(1))
+    return pins
+
+
 def main(argv):
     python, pins = read()
+    if argv[1:] == ["npm"]:
+        print("\n".join(read_npm()))
+        return
     if argv[1:] == ["bench"]:
         for name, version, flags in read_bench():
             print(" ".join([f"{name}=={version}", *flags]))

@@ -99,6 +99,22 @@ if old != new:
     print("==> kernelspec $KERNEL_NAME written to", sys.argv[1])
 PY
 
+# --- 3b. the class server's proxy (make classroom), from npm ------------------
+proxy_pins="$(python3 scripts/pins.py npm)"
+proxy_dir="$LLM_RS_CACHE/classroom-proxy"
+if [ "$(cat "$proxy_dir/.pins" 2>/dev/null)" != "$proxy_pins" ]; then
+    if command -v npm >/dev/null; then
+        step "npm install $proxy_pins into $proxy_dir (JupyterHub's proxy, for make classroom)"
+        mkdir -p "$proxy_dir"
+        # shellcheck disable=SC2086
+        npm install --prefix "$proxy_dir" --no-audit --no-fund --loglevel=error $proxy_pins >/dev/null
+        echo "$proxy_pins" > "$proxy_dir/.pins"
+        step_done
+    else
+        echo "setup: note: npm not found, so no class server (make classroom); install Node.js 18+ for it" >&2
+    fi
+fi
+
 # --- 4. the warm kernel build template (the first :dep compiles tch, ~2-3 min) ---
 # Every kernel's build slot starts as a copy of it (scripts/llm-kernel). Rebuilt
 # when the toolchain, the kernel, the lock file or the checkout's place changes.

@@ -9,6 +9,10 @@
 # first (libtorch's C++ frames cut off); the backtrace goes to stderr only
 # with RUST_BACKTRACE=1. The variables of earlier cells stay.
 #
+# A second patch (against evcxr_jupyter 0.22.0) gives the error execute_reply
+# the ename, evalue and traceback the Jupyter protocol asks for (nbgrader's
+# autograde reads them, and stopped with a KeyError without them).
+#
 # Both crates come from the crates.io registry (the download URL its index
 # names), checked against their sha256 (those of evcxr_jupyter's Cargo.lock
 # and crates.io), then evcxr_jupyter is built against the patched evcxr with
@@ -36,6 +40,9 @@ fetch evcxr_jupyter 3ce0d7b3058f68a9673df4f1266b641942fea0ec131881d095306e509a38
 
 for p in "$here"/evcxr-$version-*.patch; do
     patch --quiet -p1 -d "$work/evcxr-$version" < "$p"
+done
+for p in "$here"/evcxr_jupyter-$version-*.patch; do
+    patch --quiet -p1 -d "$work/evcxr_jupyter-$version" < "$p"
 done
 # evcxr_jupyter against the patched evcxr: a path dependency, and the lock
 # entry without the registry's source and checksum
