@@ -328,7 +328,17 @@ impl ProcessGroup {
             }
         }
         if behind.is_empty() {
-            format!("no rank is behind; {timeout}")
+            // Every rank had started this collective: one stopped inside it (killed
+            // mid-collective). With two ranks that can only be the other one.
+            match self.env.world_size {
+                2 => format!(
+                    "rank {} stopped during collective {ours}; {timeout}",
+                    1 - self.env.rank
+                ),
+                _ => format!(
+                    "a rank stopped during collective {ours} (all had started it); {timeout}"
+                ),
+            }
         } else {
             format!("{}; {timeout}", behind.join(", "))
         }
